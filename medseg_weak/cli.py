@@ -1,0 +1,197 @@
+"""`medseg-weak <verb>`: the command-line entry point.
+
+User errors (:class:`MedsegError`) print one line and exit non-zero; ``--debug`` shows the traceback.
+Every verb takes ``--config FILE`` and repeated ``--set key.sub=value`` overrides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from medseg_weak import __version__
+from medseg_weak.config import Config, load_config
+from medseg_weak.errors import MedsegError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="YAML config file (defaults are used for missing keys)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config value, e.g. --set data.image_size=128 (repeatable)",
+    )
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medseg-weak",
+        description="Weakly supervised medical image segmentation from image-level labels.",
+    )
+    parser.add_argument("--version", action="version", version=f"medseg-weak {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    synth = verbs.add_parser("synth", help="generate the built-in multi-hospital benchmark")
+    synth.add_argument(
+        "kind", choices=["mammo", "fundus"], help="mammograms (density A-D) or fundus (quality)"
+    )
+    synth.add_argument("--out", type=Path, required=True, help="output folder (created; reruns resume)")
+    synth.add_argument("--n-per-hospital", type=int, help="images per hospital")
+    synth.add_argument("--hospitals", type=int, help="number of hospitals (vendor profiles)")
+    synth.add_argument("--seed", type=int, help="random seed (same seed = identical files)")
+    synth.add_argument("--spurious-cue", type=float, help="strength in [0,1] of a hospital-specific shortcut")
+    synth.add_argument("--height", type=int, help="mammogram height in pixels")
+    synth.add_argument("--size", type=int, help="fundus image side in pixels")
+    synth.add_argument("--workers", type=int, help="processes to generate with")
+    _common(synth)
+    synth.set_defaults(func=cmd_synth)
+
+    data = verbs.add_parser("data", help="inspect a manifest and its images")
+    data_verbs = data.add_subparsers(dest="data_verb", required=True, metavar="ACTION")
+    check = data_verbs.add_parser("check", help="validate a manifest and every file; print a summary table")
+    check.add_argument("manifest", type=Path)
+    check.add_argument("--no-decode", action="store_true", help="validate the CSV only, do not read images")
+    _common(check)
+    check.set_defaults(func=cmd_data_check)
+    preview = data_verbs.add_parser("preview", help="write a montage of preprocessed images per hospital")
+    preview.add_argument("manifest", type=Path)
+    preview.add_argument("--out", type=Path, required=True, help="PNG (or PDF/SVG) file to write")
+    preview.add_argument("--per-hospital", type=int, default=6, help="images per hospital row")
+    preview.add_argument("--size", type=int, default=256, help="preprocessed size shown")
+    _common(preview)
+    preview.set_defaults(func=cmd_data_preview)
+    return parser
+
+
+def resolve_config(args: argparse.Namespace) -> Config:
+    return load_config(args.config, args.overrides)
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from medseg_weak.data.synthetic import generate
+    from medseg_weak.progress import progress_bar
+
+    cfg = resolve_config(args)
+    given = {
+        "kind": args.kind,
+        "n_per_hospital": args.n_per_hospital,
+        "hospitals": args.hospitals,
+        "spurious_cue": args.spurious_cue,
+        "height": args.height,
+        "size": args.size,
+        "workers": args.workers,
+    }
+    synth_cfg = dataclasses.replace(cfg.synth, **{k: v for k, v in given.items() if v is not None})
+    seed = cfg.seed if args.seed is None else args.seed
+    _check_synth_args(synth_cfg)
+    total = synth_cfg.n_per_hospital * synth_cfg.hospitals
+    with progress_bar(total, f"synth {synth_cfg.kind}", enabled=not args.quiet) as advance:
+        manifest = generate(args.out, synth_cfg, seed=seed, progress=advance)
+    console.print(f"wrote {total} images and [bold]{manifest}[/bold]")
+    return 0
+
+
+def _check_synth_args(cfg: object) -> None:
+    from medseg_weak.errors import ConfigError
+
+    checks: list[tuple[str, Callable[[object], bool], str]] = [
+        ("n_per_hospital", lambda v: v >= 1, "at least 1"),
+        ("hospitals", lambda v: v >= 1, "at least 1"),
+        ("spurious_cue", lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
+        ("height", lambda v: v >= 64, "at least 64"),
+        ("size", lambda v: v >= 32, "at least 32"),
+        ("workers", lambda v: v >= 1, "at least 1"),
+    ]
+    for name, ok, what in checks:
+        value = getattr(cfg, name)
+        if not ok(value):
+            raise ConfigError(f"'synth.{name}' (--{name.replace('_', '-')}) must be {what}; got {value}")
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from medseg_weak.data.check import check_manifest, size_range
+    from medseg_weak.data.manifest import load_manifest
+    from medseg_weak.progress import progress_bar
+
+    cfg = resolve_config(args)
+    labels = cfg.data.labels or None
+    total = 0 if args.no_decode else len(load_manifest(args.manifest, labels, check_files=False))
+    with progress_bar(total, "reading images", enabled=not (args.quiet or args.no_decode)) as advance:
+        report = check_manifest(args.manifest, labels=labels, decode=not args.no_decode, progress=advance)
+    if report.manifest is not None:
+        labels_seen = report.manifest.labels
+        table = Table(title=f"{args.manifest} ({len(report.manifest)} images)")
+        table.add_column("hospital")
+        for label in labels_seen:
+            table.add_column(label, justify="right")
+        table.add_column("total", justify="right")
+        for column in ("patients", "rows", "cols", "photometric", "bits", "masks"):
+            table.add_column(column, justify="right")
+        for domain, s in report.domains.items():
+            patients = len({r.patient_id for r in report.manifest.records if r.domain == domain})
+            table.add_row(
+                domain,
+                *(str(s.labels.get(label, 0)) for label in labels_seen),
+                str(sum(s.labels.values())),
+                str(patients),
+                size_range(s.heights),
+                size_range(s.widths),
+                ", ".join(sorted(s.photometric)) or "-",
+                ", ".join(sorted(s.bits)) or "-",
+                str(s.masks),
+            )
+        console.print(table)
+    if report.problems:
+        err_console.print(f"[red]{len(report.problems)} problem(s) found:[/red]")
+        for problem in report.problems:
+            err_console.print(f"  {problem}", markup=False, highlight=False)
+        return 2
+    console.print("[green]no problems found[/green]")
+    return 0
+
+
+def cmd_data_preview(args: argparse.Namespace) -> int:
+    from medseg_weak.data.manifest import load_manifest
+    from medseg_weak.data.preview import write_preview
+
+    cfg = resolve_config(args)
+    manifest = load_manifest(args.manifest, cfg.data.labels or None)
+    out = write_preview(manifest, args.out, cfg.data.kind, size=args.size, per_domain=args.per_hospital)
+    console.print(f"wrote {out}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except MedsegError as err:
+        if getattr(args, "debug", False):
+            raise
+        err_console.print(f"[red]error:[/red] {err}", highlight=False)
+        return err.exit_code
+    except KeyboardInterrupt:
+        err_console.print("interrupted; rerun the same command to continue where it stopped")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

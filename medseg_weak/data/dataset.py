@@ -1,0 +1,98 @@
+"""A torch Dataset of preprocessed images (and their ground-truth masks), read through the cache.
+
+Each item is decoded, preprocessed and mapped to model geometry once; later epochs load a small
+``.npz``. What preprocessing did to the geometry (flip, crop, scale, padding) is kept with the arrays
+so that CAMs and predictions can be mapped back onto the original pixels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from medseg_weak.data.cache import ArrayCache
+from medseg_weak.data.io import read_image, read_mask
+from medseg_weak.data.manifest import Manifest, Record
+from medseg_weak.data.preprocess import Preprocessed, preprocess_fundus, preprocess_mammogram
+from medseg_weak.registry import Registry
+
+PREPROCESSORS: Registry[Callable[..., Preprocessed]] = Registry("preprocessing")
+PREPROCESSORS.register("mammo")(preprocess_mammogram)
+PREPROCESSORS.register("fundus")(preprocess_fundus)
+
+PREPROCESS_VERSION = 1  # bump when preprocessing changes what it returns, to invalidate cached entries
+
+
+def preprocess_record(manifest: Manifest, record: Record, kind: str, size: int) -> tuple[dict, dict]:
+    """Decode and preprocess one record: (arrays, geometry) as stored in the cache."""
+    pre = PREPROCESSORS.get(kind)(read_image(manifest.image_path(record)), size)
+    arrays: dict[str, np.ndarray] = {"pixels": pre.pixels.astype(np.float32), "region": pre.mask}
+    mask_path = manifest.mask_path(record)
+    if mask_path is not None:
+        arrays["mask"] = pre.to_model(read_mask(mask_path), order=0)
+    geometry = {
+        f.name: _plain(getattr(pre, f.name))
+        for f in dataclasses.fields(pre)
+        if not isinstance(getattr(pre, f.name), np.ndarray)
+    }
+    return arrays, geometry
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+class PreprocessedDataset(Dataset):
+    """Items: ``image`` [C,H,W] float32, ``region`` [H,W] bool, ``label``, ``domain``, ``index``, and
+    ``mask`` [H,W] uint8 (ground truth) where the manifest has one."""
+
+    def __init__(self, manifest: Manifest, kind: str, size: int, cache: ArrayCache | None = None) -> None:
+        PREPROCESSORS.get(kind)  # fail now, with the valid names, not in a worker later
+        self.manifest = manifest
+        self.records = list(manifest.records)
+        self.kind = kind
+        self.size = size
+        self.cache = cache
+        self.domains = manifest.domains
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def load(self, index: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        record = self.records[index]
+
+        def compute() -> tuple[dict, dict]:
+            return preprocess_record(self.manifest, record, self.kind, self.size)
+
+        if self.cache is None:
+            return compute()
+        key = self.cache.key(
+            [self.manifest.image_path(record), self.manifest.mask_path(record)],
+            {"kind": self.kind, "size": self.size, "version": PREPROCESS_VERSION},
+        )
+        return self.cache.get_or_compute(key, compute)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        arrays, _ = self.load(index)
+        record = self.records[index]
+        pixels = torch.from_numpy(arrays["pixels"])
+        image = pixels.permute(2, 0, 1) if pixels.ndim == 3 else pixels.unsqueeze(0)
+        item: dict[str, Any] = {
+            "image": image.contiguous(),
+            "region": torch.from_numpy(arrays["region"].astype(bool)),
+            "label": self.manifest.label_index(record),
+            "domain": self.domains.index(record.domain),
+            "index": index,
+        }
+        if "mask" in arrays:
+            item["mask"] = torch.from_numpy(arrays["mask"].astype(np.uint8))
+        return item

@@ -1,0 +1,33 @@
+"""Shared fixtures: tiny manifests written on the fly, so no test needs downloads or big data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+from medseg_weak.data.manifest import Record, write_manifest
+
+
+def make_png(path: Path, rng: np.random.Generator, shape: tuple[int, int] = (48, 40)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    PILImage.fromarray(rng.integers(0, 255, size=shape, dtype=np.uint8)).save(path)
+
+
+@pytest.fixture
+def tiny_manifest(tmp_path: Path) -> Path:
+    """3 hospitals x 4 patients x 2 images, PNG files, labels A-D; returns the manifest path."""
+    rng = np.random.default_rng(0)
+    records = []
+    for h in range(3):
+        for p in range(4):
+            for v, view in enumerate(("CC", "MLO")):
+                rid = f"H{h}_P{p}_{view}"
+                make_png(tmp_path / "img" / f"{rid}.png", rng)
+                records.append(
+                    Record(id=rid, path=f"img/{rid}.png", label="ABCD"[(p + v) % 4], domain=f"H{h}",
+                           patient_id=f"H{h}_P{p}", view=view, laterality="L")
+                )
+    return write_manifest(records, tmp_path / "manifest.csv")

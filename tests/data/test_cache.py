@@ -1,0 +1,73 @@
+import os
+
+import numpy as np
+
+from medseg_weak.data.cache import ArrayCache, file_digest
+
+
+def _compute(value):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"a": np.full((3, 2), value, dtype=np.float32), "m": np.eye(2, dtype=bool)}, {"flipped": True}
+
+    return compute, calls
+
+
+def test_hit_after_miss_returns_same_arrays(tmp_path):
+    src = tmp_path / "img.bin"
+    src.write_bytes(b"pixels")
+    cache = ArrayCache(tmp_path / "cache")
+    key = cache.key([src, None], {"size": 64})
+    compute, calls = _compute(1.5)
+    first = cache.get_or_compute(key, compute)
+    second = cache.get_or_compute(key, compute)
+    assert len(calls) == 1 and cache.hits == 1 and cache.misses == 1
+    np.testing.assert_array_equal(first[0]["a"], second[0]["a"])
+    assert second[0]["m"].dtype == bool and second[1] == {"flipped": True}
+
+
+def test_key_follows_content_and_config(tmp_path):
+    a, b = tmp_path / "a.bin", tmp_path / "b.bin"
+    a.write_bytes(b"same")
+    b.write_bytes(b"same")
+    cache = ArrayCache(tmp_path / "cache")
+    assert cache.key([a], {"size": 64}) == cache.key([b], {"size": 64})  # a renamed copy reuses the entry
+    assert cache.key([a], {"size": 64}) != cache.key([a], {"size": 128})
+    before = cache.key([a], {"size": 64})
+    a.write_bytes(b"changed in place")
+    os.utime(a, ns=(1, 1))  # even with a different mtime the content decides
+    assert ArrayCache(tmp_path / "cache").key([a], {"size": 64}) != before
+
+
+def test_stat_index_avoids_rehashing(tmp_path, monkeypatch):
+    src = tmp_path / "img.bin"
+    src.write_bytes(b"pixels")
+    ArrayCache(tmp_path / "cache").key([src], {})
+    import medseg_weak.data.cache as cache_mod
+
+    def boom(path):
+        raise AssertionError("content was hashed again")
+
+    monkeypatch.setattr(cache_mod, "file_digest", boom)
+    ArrayCache(tmp_path / "cache").key([src], {})  # a new process: the on-disk stat index answers
+
+
+def test_damaged_entry_is_recomputed(tmp_path):
+    cache = ArrayCache(tmp_path / "cache")
+    compute, calls = _compute(2.0)
+    cache.get_or_compute("k" * 64, compute)
+    entry = next((tmp_path / "cache" / "entries").rglob("*.npz"))
+    entry.write_bytes(b"garbage")
+    arrays, _ = cache.get_or_compute("k" * 64, compute)
+    assert len(calls) == 2 and arrays["a"][0, 0] == 2.0
+
+
+def test_file_digest_matches_hashlib(tmp_path):
+    import hashlib
+
+    src = tmp_path / "big.bin"
+    data = os.urandom(3 << 20)
+    src.write_bytes(data)
+    assert file_digest(src) == hashlib.sha256(data).hexdigest()

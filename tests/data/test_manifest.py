@@ -1,0 +1,75 @@
+import pytest
+
+from medseg_weak.data.manifest import DENSITY_LABELS, QUALITY_LABELS, Record, load_manifest, write_manifest
+from medseg_weak.errors import InputError, ManifestError
+
+
+def test_round_trip(tiny_manifest):
+    manifest = load_manifest(tiny_manifest)
+    assert len(manifest) == 24
+    assert manifest.labels == DENSITY_LABELS
+    assert manifest.domains == ["H0", "H1", "H2"]
+    record = manifest.records[0]
+    assert manifest.image_path(record).is_file()
+    assert manifest.mask_path(record) is None
+
+
+def test_quality_labels_inferred(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"x")
+    write_manifest([Record("1", "a.png", "Usable", "C1", "p1")], tmp_path / "m.csv")
+    assert load_manifest(tmp_path / "m.csv").labels == QUALITY_LABELS
+
+
+def test_every_bad_row_is_reported_at_once(tmp_path):
+    (tmp_path / "ok.png").write_bytes(b"x")
+    rows = [
+        Record("1", "ok.png", "A", "H1", "p1", split="train"),
+        Record("1", "ok.png", "B", "H1", "p2"),  # duplicate id
+        Record("3", "missing.png", "A", "H1", "p3"),  # missing file
+        Record("4", "ok.png", "E", "H1", "p4"),  # unknown label
+        Record("5", "ok.png", "A", "", "p5"),  # empty hospital
+        Record("6", "ok.png", "A", "H1", "p1", split="test"),  # p1 in two splits
+        Record("7", "ok.png", "A", "H1", "p7", mask_path="nomask.png"),
+        Record("8", "ok.png", "A", "H1", "p8", laterality="X", split="holdout"),
+    ]
+    write_manifest(rows, tmp_path / "m.csv")
+    with pytest.raises(ManifestError) as info:
+        load_manifest(tmp_path / "m.csv")
+    problems = info.value.problems
+    text = "\n".join(problems)
+    assert "line 3: duplicate id '1' (first on line 2)" in text
+    assert "line 4: path file not found: missing.png" in text
+    assert "line 5: unknown label 'E' (valid: A, B, C, D)" in text
+    assert "line 6: empty 'domain'" in text
+    assert "patient 'p1' is in more than one split: train (line 2), test (line 7)" in text
+    assert "line 8: mask_path file not found: nomask.png" in text
+    assert "line 9: laterality 'X' must be L or R" in text
+    assert "line 9: unknown split 'holdout'" in text
+    assert str(tmp_path / "m.csv") in str(info.value)
+    assert len(problems) == 8
+
+
+def test_header_errors(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text("id,path,label\n1,a.png,A\n")
+    with pytest.raises(InputError, match="missing column\\(s\\) domain, patient_id"):
+        load_manifest(path)
+    path.write_text("id,path,label,domain,patient_id,colour\n")
+    with pytest.raises(InputError, match="unknown column\\(s\\) colour"):
+        load_manifest(path)
+    path.write_text("id,path,label,domain,patient_id\n")
+    with pytest.raises(InputError, match="no rows"):
+        load_manifest(path)
+    with pytest.raises(InputError, match="manifest not found"):
+        load_manifest(tmp_path / "nope.csv")
+
+
+def test_explicit_labels_order(tiny_manifest):
+    manifest = load_manifest(tiny_manifest, labels=["D", "C", "B", "A"])
+    record = next(r for r in manifest.records if r.label == "D")
+    assert manifest.label_index(record) == 0
+
+
+def test_write_is_atomic_no_temp_left(tmp_path):
+    write_manifest([Record("1", "a", "A", "H", "p")], tmp_path / "m.csv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.csv"]
