@@ -34,7 +34,9 @@ def preprocess_record(manifest: Manifest, record: Record, kind: str, size: int) 
     arrays: dict[str, np.ndarray] = {"pixels": pre.pixels.astype(np.float32), "region": pre.mask}
     mask_path = manifest.mask_path(record)
     if mask_path is not None:
-        arrays["mask"] = pre.to_model(read_mask(mask_path), order=0)
+        mask = pre.to_model(read_mask(mask_path), order=0)
+        # Density masks are 0/255 foreground; fundus masks are degradation bit flags and stay as they are.
+        arrays["mask"] = (mask > 0).astype(np.uint8) if kind == "mammo" else mask
     geometry = {
         f.name: _plain(getattr(pre, f.name))
         for f in dataclasses.fields(pre)
