@@ -25,7 +25,9 @@ def test_configs_folder_is_not_empty():
 
 
 def test_overrides_are_typed_and_nested():
-    cfg = load_config(None, ["data.image_size=64", "synth.kind=fundus", "data.labels=[Good, Usable]", "seed=7"])
+    cfg = load_config(
+        None, ["data.image_size=64", "synth.kind=fundus", "data.labels=[Good, Usable]", "seed=7"]
+    )
     assert cfg.data.image_size == 64
     assert cfg.synth.kind == "fundus"
     assert cfg.data.labels == ("Good", "Usable")
@@ -39,7 +41,10 @@ def test_int_accepted_for_float():
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        ("data.imag_size=3", "unknown key 'data.imag_size' (did you mean 'image_size'?); valid keys in 'data'"),
+        (
+            "data.imag_size=3",
+            "unknown key 'data.imag_size' (did you mean 'image_size'?); valid keys in 'data'",
+        ),
         ("data.image_size=abc", "'data.image_size' must be an integer; got 'abc'"),
         ("data.image_size=true", "'data.image_size' must be an integer"),
         ("synth.kind=ct", "'synth.kind' must be one of mammo, fundus; got 'ct'"),
@@ -69,7 +74,7 @@ def test_bad_file_errors(tmp_path):
         load_config(listy)
     typo = tmp_path / "typo.yaml"
     typo.write_text("data:\n  image_sise: 64\n")
-    with pytest.raises(ConfigError, match="'data.image_sise'"):
+    with pytest.raises(ConfigError, match=r"'data\.image_sise'"):
         load_config(typo)
 
 

@@ -1,6 +1,6 @@
 """On-disk cache of decoded + preprocessed arrays, keyed by file content and preprocessing config.
 
-Decoding a DICOM and finding the breast costs far more than reading a small ``.npz``; after the
+Decoding a DICOM and finding the breast costs far more than reading a small cache entry; after the
 first epoch no DICOM is decoded again. Keys hash the *content* (not the path or mtime), so a file
 replaced in place is recomputed, and a renamed copy reuses its entry. Hashing content on every access
 would re-read every file, so a stat index (size + mtime_ns -> content hash, like git's index)
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from medseg_weak.io_utils import atomic_write, atomic_write_text
+from medseg_weak.io_utils import atomic_write_bytes, atomic_write_text
 
 CACHE_FORMAT = 1  # bump when the stored layout changes, to invalidate old entries
 
@@ -37,7 +37,7 @@ def config_digest(config: Mapping[str, Any]) -> str:
 
 
 class ArrayCache:
-    """A folder of ``.npz`` entries: arrays plus a small JSON-able ``meta`` dict per entry."""
+    """A folder of entries, each holding arrays plus a small JSON-able ``meta`` dict."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -48,7 +48,7 @@ class ArrayCache:
     def content_digest(self, path: Path) -> str:
         """Content hash of ``path``, reusing the stat index when size and mtime are unchanged."""
         st = os.stat(path)
-        stat_key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+        stat_key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
         if stat_key in self._digests:
             return self._digests[stat_key]
         index = self.root / "stat" / (hashlib.sha1(stat_key[0].encode()).hexdigest() + ".json")
@@ -72,7 +72,7 @@ class ArrayCache:
         return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
     def _path(self, key: str) -> Path:
-        return self.root / "entries" / key[:2] / f"{key}.npz"
+        return self.root / "entries" / key[:2] / f"{key}.bin"
 
     def get_or_compute(
         self, key: str, compute: Callable[[], tuple[dict[str, np.ndarray], dict[str, Any]]]
@@ -80,20 +80,44 @@ class ArrayCache:
         path = self._path(key)
         if path.is_file():
             try:
-                with np.load(path, allow_pickle=False) as data:
-                    arrays = {k: data[k] for k in data.files if k != "__meta__"}
-                    meta = json.loads(bytes(data["__meta__"]).decode())
+                arrays, meta = unpack(path.read_bytes())
                 self.hits += 1
                 return arrays, meta
-            except (OSError, ValueError, KeyError):
+            except (OSError, ValueError, KeyError, TypeError):
                 pass  # a damaged entry is recomputed and overwritten, never trusted
         self.misses += 1
         arrays, meta = compute()
-        payload = {**arrays, "__meta__": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
-
-        def write(tmp: Path) -> None:
-            with open(tmp, "wb") as f:
-                np.savez(f, **payload)
-
-        atomic_write(path, write)
+        atomic_write_bytes(path, pack(arrays, meta))
         return arrays, meta
+
+
+# Entry layout: MAGIC, 8-byte little-endian header length, JSON header, then the raw array bytes.
+# Loading is one read plus zero-copy views; .npz (a zip of .npy files) spent most of a warm epoch
+# parsing zip and .npy headers (measured in scripts/bench/bench_data.py).
+MAGIC = b"MSWCACHE"
+
+
+def pack(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> bytes:
+    specs, blobs, offset = [], [], 0
+    for name, array in arrays.items():
+        data = np.ascontiguousarray(array).tobytes()
+        specs.append({"name": name, "dtype": array.dtype.str, "shape": list(array.shape), "offset": offset})
+        blobs.append(data)
+        offset += len(data)
+    header = json.dumps({"arrays": specs, "meta": meta}).encode()
+    return b"".join([MAGIC, len(header).to_bytes(8, "little"), header, *blobs])
+
+
+def unpack(data: bytes) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    if data[: len(MAGIC)] != MAGIC:
+        raise ValueError("not a cache entry")
+    start = len(MAGIC) + 8
+    size = int.from_bytes(data[len(MAGIC) : start], "little")
+    header = json.loads(data[start : start + size])
+    body = bytearray(data[start + size :])  # writable, so torch.from_numpy needs no copy or warning
+    arrays = {}
+    for spec in header["arrays"]:
+        dtype = np.dtype(spec["dtype"])
+        count = int(np.prod(spec["shape"], dtype=np.int64))
+        arrays[spec["name"]] = np.frombuffer(body, dtype, count, spec["offset"]).reshape(spec["shape"])
+    return arrays, header["meta"]

@@ -292,7 +292,10 @@ def _dicom_image(path: Path, ds: Dataset, frame: int | None, *, has_marker: bool
     try:
         # view_only: for uncompressed data, a read-only view of the file's bytes instead of a copy;
         # every step below makes its own float32 array anyway. raw=False converts YBR to RGB.
-        stored = pixel_array(ds, index=index if n_frames > 1 else None, raw=False, view_only=True)
+        # pydicom must mask unused high bits when Bits Stored < Bits Allocated, which needs a copy
+        # (asking for a view then only logs a warning per image).
+        view_only = ds.get("BitsStored") == ds.get("BitsAllocated")
+        stored = pixel_array(ds, index=index if n_frames > 1 else None, raw=False, view_only=view_only)
     except _DICOM_ERRORS as err:
         raise InputError(path, _decode_failure(tsuid, err)) from err
     except BaseException as err:

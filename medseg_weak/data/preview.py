@@ -29,12 +29,14 @@ def pick_examples(manifest: Manifest, per_domain: int) -> dict[str, list[int]]:
         for i, r in enumerate(manifest.records):
             if r.domain == domain:
                 by_label.setdefault(r.label, []).append(i)
-        queues = [by_label[label] for label in manifest.labels if label in by_label]
+        # A seeded shuffle mixes views and sides instead of always showing each patient's first image.
+        rng = np.random.default_rng(0)
+        queues = [list(rng.permutation(by_label[label])) for label in manifest.labels if label in by_label]
         chosen: list[int] = []
         while len(chosen) < per_domain and any(queues):
             for queue in queues:
                 if queue and len(chosen) < per_domain:
-                    chosen.append(queue.pop(0))
+                    chosen.append(int(queue.pop(0)))
         picks[domain] = chosen
     return picks
 

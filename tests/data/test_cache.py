@@ -58,7 +58,7 @@ def test_damaged_entry_is_recomputed(tmp_path):
     cache = ArrayCache(tmp_path / "cache")
     compute, calls = _compute(2.0)
     cache.get_or_compute("k" * 64, compute)
-    entry = next((tmp_path / "cache" / "entries").rglob("*.npz"))
+    entry = next((tmp_path / "cache" / "entries").rglob("*.bin"))
     entry.write_bytes(b"garbage")
     arrays, _ = cache.get_or_compute("k" * 64, compute)
     assert len(calls) == 2 and arrays["a"][0, 0] == 2.0
@@ -71,3 +71,19 @@ def test_file_digest_matches_hashlib(tmp_path):
     data = os.urandom(3 << 20)
     src.write_bytes(data)
     assert file_digest(src) == hashlib.sha256(data).hexdigest()
+
+
+def test_pack_round_trip_keeps_dtypes_shapes_and_is_writable():
+    from medseg_weak.data.cache import pack, unpack
+
+    arrays = {
+        "f": np.arange(12, dtype=np.float32).reshape(3, 4),
+        "b": np.array([[True, False]]),
+        "u": np.arange(6, dtype=np.uint16).reshape(1, 2, 3),
+        "empty": np.zeros((0, 2), np.uint8),
+    }
+    out, meta = unpack(pack(arrays, {"crop_box": [1, 2, 3, 4]}))
+    assert meta == {"crop_box": [1, 2, 3, 4]}
+    for name, array in arrays.items():
+        np.testing.assert_array_equal(out[name], array)
+        assert out[name].dtype == array.dtype and out[name].flags.writeable
