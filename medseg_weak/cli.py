@@ -20,8 +20,11 @@ from medseg_weak import __version__
 from medseg_weak.config import Config, load_config
 from medseg_weak.errors import MedsegError
 
-console = Console()
-err_console = Console(stderr=True)
+# Outside a terminal rich assumes 80 columns, which truncates tables and breaks file paths across
+# lines in logs; errors must stay one greppable line.
+_WIDTH = None if sys.stdout.isatty() else 160
+console = Console(width=_WIDTH)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
