@@ -27,7 +27,14 @@ def tiny_manifest(tmp_path: Path) -> Path:
                 rid = f"H{h}_P{p}_{view}"
                 make_png(tmp_path / "img" / f"{rid}.png", rng)
                 records.append(
-                    Record(id=rid, path=f"img/{rid}.png", label="ABCD"[(p + v) % 4], domain=f"H{h}",
-                           patient_id=f"H{h}_P{p}", view=view, laterality="L")
+                    Record(
+                        id=rid,
+                        path=f"img/{rid}.png",
+                        label="ABCD"[(p + v) % 4],
+                        domain=f"H{h}",
+                        patient_id=f"H{h}_P{p}",
+                        view=view,
+                        laterality="L",
+                    )
                 )
     return write_manifest(records, tmp_path / "manifest.csv")

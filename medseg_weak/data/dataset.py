@@ -57,14 +57,23 @@ class PreprocessedDataset(Dataset):
     """Items: ``image`` [C,H,W] float32, ``region`` [H,W] bool, ``label``, ``domain``, ``index``, and
     ``mask`` [H,W] uint8 (ground truth) where the manifest has one."""
 
-    def __init__(self, manifest: Manifest, kind: str, size: int, cache: ArrayCache | None = None) -> None:
+    def __init__(
+        self,
+        manifest: Manifest,
+        kind: str,
+        size: int,
+        cache: ArrayCache | None = None,
+        domains: list[str] | None = None,
+    ) -> None:
+        """``domains`` fixes the hospital -> index mapping, so that subsets (one hospital's images)
+        keep the index the whole data set uses."""
         PREPROCESSORS.get(kind)  # fail now, with the valid names, not in a worker later
         self.manifest = manifest
         self.records = list(manifest.records)
         self.kind = kind
         self.size = size
         self.cache = cache
-        self.domains = manifest.domains
+        self.domains = list(domains) if domains is not None else manifest.domains
 
     def __len__(self) -> int:
         return len(self.records)
