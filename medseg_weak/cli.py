@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--size", type=int, default=256, help="preprocessed size shown")
     _common(preview)
     preview.set_defaults(func=cmd_data_preview)
+    train = verbs.add_parser("train-classifier", help="train the image-level classifier (stage 1)")
+    train.add_argument("--run-dir", type=Path, help="run directory (default: <runs_dir>/<name>)")
+    train.add_argument("--test-domain", help="hold this hospital out entirely (leave-one-domain-out)")
+    train.add_argument("--force", action="store_true", help="discard outputs made by a different config")
+    _common(train)
+    train.set_defaults(func=cmd_train_classifier)
     return parser
 
 
@@ -177,6 +183,32 @@ def cmd_data_preview(args: argparse.Namespace) -> int:
     manifest = load_manifest(args.manifest, cfg.data.labels or None)
     out = write_preview(manifest, args.out, cfg.data.kind, size=args.size, per_domain=args.per_hospital)
     console.print(f"wrote {out}")
+    return 0
+
+
+def cmd_train_classifier(args: argparse.Namespace) -> int:
+    from medseg_weak.classify.train import train_classifier
+    from medseg_weak.data.prepare import prepare
+    from medseg_weak.rundir import RunDir
+
+    overrides = list(args.overrides)
+    if args.test_domain is not None:
+        overrides.append(f"data.test_domain={args.test_domain}")
+    cfg = load_config(args.config, overrides)
+    run = RunDir.for_config(cfg, args.run_dir)
+    run.write_provenance(cfg)
+    manifest = prepare(cfg, run)
+    metrics = train_classifier(cfg, manifest, run, force=args.force, progress=not args.quiet)
+    table = Table(title=f"classifier test metrics ({run.stage('classifier')})")
+    table.add_column("hospital")
+    names = ("accuracy", "balanced_accuracy", "auroc", "f1", "kappa")
+    for name in names:
+        table.add_column(name, justify="right")
+    test = metrics["test"]
+    for prefix in ["", *(f"{d}/" for d in metrics["domains"])]:
+        if f"{prefix}accuracy" in test:
+            table.add_row(prefix.rstrip("/") or "all", *(f"{test[f'{prefix}{n}']:.3f}" for n in names))
+    console.print(table)
     return 0
 
 

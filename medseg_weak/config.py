@@ -16,6 +16,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from medseg_weak.classify.augment import AugmentConfig
 from medseg_weak.errors import ConfigError
 from medseg_weak.io_utils import atomic_write_text
 
@@ -49,6 +50,47 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class SurgeryConfig:
+    """How per-hospital gradients are combined (``rule``) and that rule's hyper-parameters.
+
+    A rule takes the fields its class declares (``tau`` for and_mask, ``eta`` for group_dro), so a
+    new rule's parameter is one field here, never a string-keyed dict.
+    """
+
+    rule: str = "erm"  # erm, agr_sum, agr_rand, pcgrad, and_mask, group_dro
+    tau: float = 1.0  # and_mask: sign-agreement threshold
+    eta: float = 0.01  # group_dro: step size of the hospital weights
+    coral_weight: float = 0.0  # > 0 adds a CORAL feature-alignment loss between hospitals
+    diagnostics_every: int = 20  # log gradient-conflict diagnostics every N steps (0 = never)
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """Stage 1: the image-level classifier (density A-D, or a subset such as A vs D)."""
+
+    backbone: str = "tiny_cnn"  # ours (tiny_cnn), smp encoders as 'smp:resnet18', or any timm name
+    in_channels: int = 1
+    weights: str = ""  # local checkpoint to start from (timm / torchvision / smp / ours); never downloaded
+    freeze_backbone_epochs: int = 0
+    classes: tuple[str, ...] = ()  # empty: every label; [A, D]: binary A-vs-D (other images dropped)
+    dropout: float = 0.0
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    epochs: int = 10
+    batch_size: int = 16  # images per hospital per step
+    monitor: str = "val/balanced_accuracy"
+    monitor_mode: Literal["max", "min"] = "max"
+    patience: int = 0  # early-stopping patience in epochs (0 = off)
+    accelerator: str = "auto"
+    devices: str = "auto"
+    strategy: str = "auto"
+    precision: str = "32-true"
+    surgery: SurgeryConfig = field(default_factory=SurgeryConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole run. Each stage reads its own section."""
 
@@ -57,6 +99,7 @@ class Config:
     runs_dir: str = "runs"
     data: DataConfig = field(default_factory=DataConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
 
 
 def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:

@@ -38,3 +38,13 @@ def tiny_manifest(tmp_path: Path) -> Path:
                     )
                 )
     return write_manifest(records, tmp_path / "manifest.csv")
+
+
+@pytest.fixture(scope="session")
+def synth_mammo(tmp_path_factory) -> Path:
+    """A small built-in benchmark (3 hospitals x 16 images at 160 px), generated once per session."""
+    from medseg_weak.config import SynthConfig
+    from medseg_weak.data.synthetic import generate
+
+    out = tmp_path_factory.mktemp("synth_mammo")
+    return generate(out, SynthConfig(kind="mammo", n_per_hospital=16, hospitals=3, height=160), seed=0)

@@ -1,0 +1,1 @@
+"""Stage 1: the density / quality classifier trained across hospitals."""

@@ -1,0 +1,194 @@
+"""Backbones by name, with one contract: ``forward_features`` -> a spatial feature map, a CAM layer.
+
+Names resolve in this order: our own small CNNs (``tiny_cnn`` for tests and CPU demos), then
+segmentation-models-pytorch encoders as ``smp:<encoder>`` (the same encoders the UNet uses, so a
+classifier's weights can seed a segmenter), then any timm model name. No weights are ever
+downloaded; ``load_weights`` reads a local file instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from medseg_weak.errors import ConfigError, InputError
+from medseg_weak.registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+class Backbone(nn.Module):
+    """Wraps a feature extractor so that every backbone looks the same to the rest of the code.
+
+    ``cam_layer`` is an identity applied to the final feature map: hooking it (pytorch-grad-cam) or
+    differentiating with respect to its output (our fast path) is exactly a CAM of the last stage,
+    whatever the architecture, so no caller ever digs into ``model.layer4[-1]``.
+    ``stages`` names earlier candidate CAM layers (coarse to fine resolution varies by model).
+    """
+
+    def __init__(
+        self, body: nn.Module, num_features: int, stages: dict[str, nn.Module] | None = None
+    ) -> None:
+        super().__init__()
+        self.body = body
+        self.num_features = num_features
+        self.cam_layer = nn.Identity()
+        self._stage_names = list((stages or {}).keys())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.body(x)
+        if isinstance(features, list | tuple):  # smp encoders return every stage; the last is deepest
+            features = features[-1]
+        return self.cam_layer(features)
+
+    def cam_layers(self) -> dict[str, nn.Module]:
+        """Candidate CAM target layers by name; ``"final"`` is the default one."""
+        layers = {"final": self.cam_layer}
+        modules = dict(self.body.named_modules())
+        layers.update({name: modules[name] for name in self._stage_names if name in modules})
+        return layers
+
+
+BackboneFactory = Callable[[int], Backbone]
+BACKBONES: Registry[BackboneFactory] = Registry("backbone")
+
+
+def _conv_block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+@BACKBONES.register("tiny_cnn")
+def tiny_cnn(in_channels: int) -> Backbone:
+    """Four conv stages (16-32-64-64 channels, stride 8): trains in seconds on a CPU at 64-128 px."""
+    widths = (16, 32, 64, 64)
+    layers: list[nn.Module] = []
+    cin = in_channels
+    for i, width in enumerate(widths):
+        layers.append(_conv_block(cin, width))
+        if i < len(widths) - 1:
+            layers.append(nn.MaxPool2d(2))
+        cin = width
+    body = nn.Sequential(*layers)
+    return Backbone(body, widths[-1], {"4": body[4], "2": body[2]})
+
+
+def create_backbone(name: str, in_channels: int = 1) -> Backbone:
+    """Build a backbone by name with random weights (see :func:`load_weights` for local weights)."""
+    if in_channels not in (1, 3):
+        raise ConfigError(f"'classifier.in_channels' must be 1 or 3; got {in_channels}")
+    if name in BACKBONES:
+        return BACKBONES.get(name)(in_channels)
+    if name.startswith("smp:"):
+        return _smp_backbone(name[4:], in_channels)
+    return _timm_backbone(name, in_channels)
+
+
+def _smp_backbone(encoder: str, in_channels: int) -> Backbone:
+    import segmentation_models_pytorch as smp
+
+    try:
+        body = smp.encoders.get_encoder(encoder, in_channels=in_channels, depth=5, weights=None)
+    except KeyError as err:
+        valid = ", ".join(sorted(smp.encoders.get_encoder_names())[:20])
+        raise ConfigError(
+            f"'classifier.backbone': unknown smp encoder '{encoder}'; e.g. {valid}, ..."
+        ) from err
+    return Backbone(body, body.out_channels[-1])
+
+
+def _timm_backbone(name: str, in_channels: int) -> Backbone:
+    import timm
+
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
+        ours = ", ".join(BACKBONES.names())
+        raise ConfigError(
+            f"'classifier.backbone': unknown backbone '{name}'. Ours: {ours}; smp encoders as 'smp:<name>'; "
+            f"timm models by name{' (similar: ' + ', '.join(close) + ')' if close else ''}"
+        )
+    model = timm.create_model(name, pretrained=False, in_chans=in_channels, num_classes=0, global_pool="")
+    stages = {info["module"]: None for info in getattr(model, "feature_info", [])[:-1]}
+    body = _TimmFeatures(model)
+    return Backbone(body, model.num_features, {f"model.{k}": v for k, v in stages.items()})
+
+
+class _TimmFeatures(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features(x)
+
+
+_PREFIXES = ("model.", "backbone.", "body.", "encoder.", "module.", "net.", "features.")
+
+
+def load_weights(backbone: Backbone, path: str | Path) -> tuple[list[str], list[str]]:
+    """Load a local checkpoint (timm / torchvision state dict, smp encoder, or our Lightning .ckpt).
+
+    Key prefixes that differ between these formats are stripped until the keys match; classifier
+    heads and shape mismatches (e.g. 3-channel weights for a 1-channel stem, which is averaged over
+    channels as timm does) are reported, never silently half-loaded: nothing matching is an error.
+    Returns (missing, unexpected) key lists for logging.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "weights file not found ('classifier.weights')")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a bad file; all mean "cannot use it"
+        raise InputError(path, f"cannot read weights ({type(err).__name__}: {err})") from err
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(path, "is not a state dict of tensors")
+    target = backbone.body.state_dict()
+    state = _match_keys(state, target)
+    usable = {}
+    for key, value in state.items():
+        if key not in target:
+            continue
+        want = target[key]
+        if value.shape == want.shape:
+            usable[key] = value
+        elif value.ndim == 4 and want.ndim == 4 and value.shape[1] == 3 and want.shape[1] == 1:
+            usable[key] = value.sum(dim=1, keepdim=True)  # RGB stem -> grey stem, as timm adapts in_chans
+    if not usable:
+        raise InputError(
+            path, f"no tensor matches the '{type(backbone.body).__name__}' backbone's parameters"
+        )
+    result = backbone.body.load_state_dict(usable, strict=False)
+    log.info("loaded %d tensors from %s (%d missing)", len(usable), path, len(result.missing_keys))
+    return list(result.missing_keys), sorted(set(state) - set(usable))
+
+
+def _match_keys(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Strip / add known prefixes until the most keys match the target."""
+    best, best_hits = state, len(set(state) & set(target))
+    candidates = [state]
+    for _ in range(3):
+        nxt = []
+        for cand in candidates:
+            for prefix in _PREFIXES:
+                stripped = {k[len(prefix) :]: v for k, v in cand.items() if k.startswith(prefix)}
+                if stripped:
+                    nxt.append(stripped)
+                nxt.append({prefix + k: v for k, v in cand.items()})
+        candidates = nxt[:64]
+        for cand in candidates:
+            hits = len(set(cand) & set(target))
+            if hits > best_hits:
+                best, best_hits = cand, hits
+    return best

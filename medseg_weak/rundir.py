@@ -1,0 +1,94 @@
+"""The run directory: provenance files and per-stage bookkeeping (skip, resume, refuse to mix).
+
+Each stage folder holds ``stage.json`` with the part of the config that determines its outputs. A
+stage whose ``stage.json`` says complete and matches is skipped; one that matches but is incomplete
+resumes; one made by a different config is refused (``--force`` clears it), so outputs of two
+configs never mix in one folder.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medseg_weak.config import Config, dump_config, to_dict
+from medseg_weak.errors import ConfigError
+from medseg_weak.io_utils import atomic_write_text
+from medseg_weak.provenance import write_environment
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: tree}
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    a, b = flatten(old), flatten(new)
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+@dataclass(frozen=True)
+class RunDir:
+    root: Path
+
+    @classmethod
+    def for_config(cls, cfg: Config, root: str | Path | None = None) -> RunDir:
+        return cls(Path(root) if root is not None else Path(cfg.runs_dir) / cfg.name)
+
+    def stage(self, name: str) -> Path:
+        return self.root / name
+
+    def write_provenance(self, cfg: Config) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, self.root / "config.yaml")
+        write_environment(self.root / "env.json", seed=cfg.seed)
+
+    def begin_stage(self, name: str, relevant: dict[str, Any], force: bool = False) -> bool:
+        """Prepare stage folder ``name``; return True if it is already complete (skip it).
+
+        Raises :class:`ConfigError` if the folder was made by a different config, unless ``force``.
+        """
+        folder = self.stage(name)
+        state_file = folder / "stage.json"
+        if state_file.is_file():
+            state = json.loads(state_file.read_text())
+            diff = config_differences(state.get("config", {}), relevant)
+            if diff and not force:
+                shown = ", ".join(diff[:8]) + (" ..." if len(diff) > 8 else "")
+                raise ConfigError(
+                    f"{folder}: made by a different config (differs in {shown}); "
+                    "use another run name or --force to discard it"
+                )
+            if diff:
+                shutil.rmtree(folder)
+            elif state.get("complete"):
+                return True
+        elif folder.exists() and any(folder.iterdir()):
+            if not force:
+                raise ConfigError(
+                    f"{folder}: exists without stage.json (not made by medseg-weak?); use --force"
+                )
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self._write_state(name, relevant, complete=False)
+        return False
+
+    def complete_stage(self, name: str, relevant: dict[str, Any], **summary: Any) -> None:
+        self._write_state(name, relevant, complete=True, **summary)
+
+    def _write_state(self, name: str, relevant: dict[str, Any], complete: bool, **summary: Any) -> None:
+        state = {"config": relevant, "complete": complete, **summary}
+        atomic_write_text(self.stage(name) / "stage.json", json.dumps(state, indent=2, default=str) + "\n")
+
+
+def stage_config(cfg: Config, *sections: str) -> dict[str, Any]:
+    """The parts of the config a stage depends on (seed always), as plain data for stage.json."""
+    full = to_dict(cfg)
+    return {"seed": cfg.seed, **{s: full[s] for s in sections}}
