@@ -85,6 +85,28 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--force", action="store_true", help="discard outputs made by a different config")
     _common(train)
     train.set_defaults(func=cmd_train_classifier)
+
+    dg = verbs.add_parser(
+        "dg-benchmark", help="leave-one-hospital-out: every held-out hospital x rule x seed"
+    )
+    dg.add_argument("--rules", default="erm,agr_sum,agr_rand,pcgrad", help="comma-separated gradient rules")
+    dg.add_argument("--seeds", type=int, default=3, help="trials per (hospital, rule)")
+    dg.add_argument("--domains", help="held-out hospitals (default: every hospital in turn)")
+    dg.add_argument("--selection", default="training_domain", help="training_domain, oracle or last")
+    dg.add_argument("--metric", default="accuracy", help="metric reported in the table")
+    dg.add_argument("--run-dir", type=Path, help="run directory (default: <runs_dir>/<name>)")
+    _common(dg)
+    dg.set_defaults(func=cmd_dg_benchmark)
+
+    search = verbs.add_parser(
+        "search", help="pick a backbone and learning rate by training-hospital validation"
+    )
+    search.add_argument("--backbones", default="tiny_cnn", help="comma-separated backbone names")
+    search.add_argument("--lr", default="0.001", help="comma-separated learning rates")
+    search.add_argument("--halving", action="store_true", help="successive halving instead of a plain grid")
+    search.add_argument("--run-dir", type=Path, help="run directory (default: <runs_dir>/<name>)")
+    _common(search)
+    search.set_defaults(func=cmd_search)
     return parser
 
 
@@ -209,6 +231,48 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
         if f"{prefix}accuracy" in test:
             table.add_row(prefix.rstrip("/") or "all", *(f"{test[f'{prefix}{n}']:.3f}" for n in names))
     console.print(table)
+    return 0
+
+
+def cmd_dg_benchmark(args: argparse.Namespace) -> int:
+    from medseg_weak.classify.dg_benchmark import parse_list, run_dg_benchmark, summary_path
+    from medseg_weak.rundir import RunDir
+
+    cfg = resolve_config(args)
+    run = RunDir.for_config(cfg, args.run_dir)
+    run.write_provenance(cfg)
+    run_dg_benchmark(
+        cfg,
+        run,
+        parse_list(args.rules),
+        args.seeds,
+        parse_list(args.domains) or None,
+        selection=args.selection,
+        metric=args.metric,
+        progress=not args.quiet,
+    )
+    console.print(summary_path(run, args.selection).read_text(), markup=False, highlight=False)
+    console.print(f"tables, plot and results.jsonl in {run.stage('dg')}")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from medseg_weak.classify.dg_benchmark import parse_list
+    from medseg_weak.classify.search import parse_floats, run_search
+    from medseg_weak.rundir import RunDir
+
+    cfg = resolve_config(args)
+    run = RunDir.for_config(cfg, args.run_dir)
+    run.write_provenance(cfg)
+    backbones = parse_list(args.backbones)
+    run_search(
+        cfg, run, backbones, parse_floats(args.lr, "--lr"), halving=args.halving, progress=not args.quiet
+    )
+    out = run.stage("search")
+    console.print((out / "ranking.md").read_text(), markup=False, highlight=False)
+    console.print(
+        f"winner's config: {out / 'best.yaml'}  (medseg-weak train-classifier --config {out / 'best.yaml'})"
+    )
     return 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ def train_classifier(
     stage: str = STAGE,
     force: bool = False,
     progress: bool = True,
+    callbacks: list[L.Callback] | None = None,
 ) -> dict[str, Any]:
     """Fit on the split ``manifest``; return (and write) ``metrics.json``. Skips a finished stage."""
     relevant = classifier_stage_config(cfg, cfg.data.test_domain)
@@ -73,6 +75,7 @@ def train_classifier(
             cfg.classifier.backbone,
         )
     trainer = make_trainer(cfg, out, progress)
+    trainer.callbacks.extend(callbacks or [])
     last = out / "last.ckpt"
     trainer.fit(module, datamodule=data, ckpt_path=str(last) if last.is_file() else None)
     checkpoint = trainer.checkpoint_callback
@@ -96,7 +99,23 @@ def train_classifier(
     return metrics
 
 
+def quiet_lightning() -> None:
+    """Silence Lightning chatter that is expected here: stage folders hold stage.json before the
+    first checkpoint, small demo epochs have few batches, and the logger tip is advertising."""
+    for pattern in (
+        r"Checkpoint directory .* exists and is not empty",
+        r"The number of training batches .* is smaller than the logging interval",
+        r".*isinstance\(treespec, LeafSpec\)",
+        r"The '(val|test|train)_dataloader' does not have many workers",
+        # per-hospital AUROC on a small split where a class is absent: reported as 0, not an error
+        r"No (positive|negative) samples in targets",
+    ):
+        warnings.filterwarnings("ignore", message=pattern)
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+
+
 def make_trainer(cfg: Config, out: Path, progress: bool = True) -> L.Trainer:
+    quiet_lightning()
     c = cfg.classifier
     if not c.monitor.startswith("val/"):
         raise ConfigError(
