@@ -132,3 +132,41 @@ def test_user_errors_are_one_line(tmp_path, args, code, expected):
 def test_debug_shows_traceback():
     result = run("--debug", "data", "check", "/nonexistent/manifest.csv")
     assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_train_classifier_via_cli(synth_mammo, tmp_path):
+    run_dir = tmp_path / "run"
+    args = [
+        "train-classifier",
+        "-q",
+        "--run-dir",
+        str(run_dir),
+        "--test-domain",
+        "H1",
+        "--set",
+        f"data.manifest={synth_mammo}",
+        "--set",
+        "data.image_size=32",
+        "--set",
+        "classifier.epochs=1",
+    ]
+    assert main(args) == 0
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "env.json").is_file()
+    assert (run_dir / "classifier" / "metrics.json").is_file()
+    import json
+
+    env = json.loads((run_dir / "env.json").read_text())
+    assert env["seed"] == 0 and env["versions"]["torch"]
+    result = run(
+        *args[:1],
+        "--run-dir",
+        str(run_dir),
+        "--set",
+        f"data.manifest={synth_mammo}",
+        "--set",
+        "data.image_size=32",
+        "--set",
+        "classifier.epochs=2",
+    )
+    assert result.returncode == 3 and "made by a different config" in result.stderr
+    assert "Traceback" not in result.stderr

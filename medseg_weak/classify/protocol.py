@@ -68,7 +68,9 @@ class EpochRecorder(L.Callback):
         self.loaders = loaders
         self.domains = domains
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    # on_validation_end, not on_validation_epoch_end: Lightning runs callbacks' epoch-end hooks before
+    # the module's, so the module has not logged this epoch's val metrics yet at that point.
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
         record: Record = {
