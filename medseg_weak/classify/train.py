@@ -121,6 +121,12 @@ def make_trainer(cfg: Config, out: Path, progress: bool = True) -> L.Trainer:
         raise ConfigError(
             f"'classifier.monitor' must be a validation metric (e.g. val/kappa); got '{c.monitor}'"
         )
+    if c.precision.startswith("16") and c.surgery.rule != "erm":
+        # Surgery writes unscaled gradients, but the fp16 GradScaler would still unscale them.
+        raise ConfigError(
+            f"'classifier.precision' {c.precision} does not work with gradient surgery "
+            f"(rule {c.surgery.rule}); use bf16-mixed or 32-true"
+        )
     callbacks: list[L.Callback] = [
         ModelCheckpoint(
             dirpath=out,
