@@ -18,6 +18,7 @@ import yaml
 
 from medseg_weak.classify.augment import AugmentConfig
 from medseg_weak.errors import ConfigError
+from medseg_weak.explain.masks import MaskRule
 from medseg_weak.io_utils import atomic_write_text
 
 
@@ -91,6 +92,18 @@ class ClassifierConfig:
 
 
 @dataclass(frozen=True)
+class CamConfig:
+    """Stage 2: class activation maps of the classifier, turned into pseudo-masks."""
+
+    method: str = "gradcam"  # a name in medseg_weak.explain.CAM_METHODS
+    layer: str = "final"  # a name in the classifier's cam_layers(); "final" = last feature map
+    target: str = "D"  # class whose CAM makes the mask (the densest class), or "predicted"
+    batch_size: int = 32
+    aug_smooth: bool = False  # test-time augmentation smoothing (flips, scales)
+    mask: MaskRule = field(default_factory=MaskRule)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole run. Each stage reads its own section."""
 
@@ -100,6 +113,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    cams: CamConfig = field(default_factory=CamConfig)
 
 
 def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:

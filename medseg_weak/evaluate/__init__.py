@@ -1,0 +1,1 @@
+"""Evaluation: overlap and distance metrics, per-hospital tables, held-out protocols."""

@@ -1,0 +1,1 @@
+"""Explain stage: class activation maps and the pseudo-masks made from them."""
