@@ -14,9 +14,9 @@ from pathlib import Path
 
 from medseg_weak.classify.protocol import SELECTION, EpochRecorder, mark_oracle_slice, read_records, select
 from medseg_weak.classify.surgery import RULES
-from medseg_weak.classify.train import train_classifier
+from medseg_weak.classify.train import make_datamodule, train_classifier
 from medseg_weak.config import Config
-from medseg_weak.data.datamodule import HospitalDataModule, restrict_classes
+from medseg_weak.data.datamodule import restrict_classes
 from medseg_weak.data.prepare import resolve_manifest, split_manifest
 from medseg_weak.errors import ConfigError
 from medseg_weak.io_utils import atomic_write_text
@@ -67,18 +67,10 @@ def run_dg_benchmark(
                 manifest = mark_oracle_slice(split_manifest(c, base), domain, seed)
                 stage = f"dg/{domain}/{rule}/seed{seed}"
                 log.info("dg-benchmark: held-out %s, rule %s, seed %d", domain, rule, seed)
-                data = HospitalDataModule(
-                    manifest,
-                    c.data.kind,
-                    c.data.image_size,
-                    c.classifier.batch_size,
-                    cache_dir=c.data.cache_dir or run.root / "cache",
-                    num_workers=c.data.num_workers,
-                    seed=seed,
-                )
+                data = make_datamodule(c, restrict_classes(manifest, c.classifier.classes), run)
                 loaders = {
-                    "oracle": data._loader(data.split("oracle"), False),
-                    "heldout": data._loader(data.split("test"), False),
+                    "oracle": data.loader(data.split("oracle"), False),
+                    "heldout": data.loader(data.split("test"), False),
                 }
                 records_path = run.stage(stage) / "records.jsonl"
                 recorder = EpochRecorder(records_path, loaders, manifest.domains)

@@ -55,15 +55,7 @@ def train_classifier(
     manifest = restrict_classes(manifest, cfg.classifier.classes)
     write_split_table(manifest, out / "splits.csv")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    data = HospitalDataModule(
-        manifest,
-        cfg.data.kind,
-        cfg.data.image_size,
-        cfg.classifier.batch_size,
-        cache_dir=cfg.data.cache_dir or run.root / "cache",
-        num_workers=cfg.data.num_workers,
-        seed=cfg.seed,
-    )
+    data = make_datamodule(cfg, manifest, run)
     module = ClassifierModule.from_config(cfg.classifier, list(manifest.labels), manifest.domains, cfg.seed)
     if cfg.classifier.weights:
         from medseg_weak.classify.backbones import load_weights
@@ -97,6 +89,18 @@ def train_classifier(
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     run.complete_stage(stage, relevant, best_checkpoint=best.name)
     return metrics
+
+
+def make_datamodule(cfg: Config, manifest: Manifest, run: RunDir) -> HospitalDataModule:
+    return HospitalDataModule(
+        manifest,
+        cfg.data.kind,
+        cfg.data.image_size,
+        cfg.classifier.batch_size,
+        cache_dir=cfg.data.cache_dir or run.root / "cache",
+        num_workers=cfg.data.num_workers,
+        seed=cfg.seed,
+    )
 
 
 def quiet_lightning() -> None:

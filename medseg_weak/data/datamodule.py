@@ -102,7 +102,7 @@ class HospitalDataModule(L.LightningDataModule):
             self.manifest.subset(records), self.kind, self.image_size, self.cache, domains=self.domains
         )
 
-    def _loader(self, dataset: PreprocessedDataset, shuffle: bool, offset: int = 0) -> DataLoader:
+    def loader(self, dataset: PreprocessedDataset, shuffle: bool, offset: int = 0) -> DataLoader:
         sampler = EpochSeededSampler(len(dataset), self.seed * 1000 + offset) if shuffle else None
         return DataLoader(
             dataset,
@@ -115,13 +115,13 @@ class HospitalDataModule(L.LightningDataModule):
     def train_dataloader(self) -> CombinedLoader:
         """``{hospital: batch}`` per step; shorter hospitals cycle until the longest is exhausted."""
         loaders = {
-            domain: self._loader(self.split("train", domain), shuffle=True, offset=i)
+            domain: self.loader(self.split("train", domain), shuffle=True, offset=i)
             for i, domain in enumerate(self.train_domains)
         }
         return CombinedLoader(loaders, mode="max_size_cycle")
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.split("val"), shuffle=False)
+        return self.loader(self.split("val"), shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.split("test"), shuffle=False)
+        return self.loader(self.split("test"), shuffle=False)
