@@ -107,6 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--run-dir", type=Path, help="run directory (default: <runs_dir>/<name>)")
     _common(search)
     search.set_defaults(func=cmd_search)
+
+    cams = verbs.add_parser("cams", help="class activation maps -> pseudo-masks and overlays (stage 2)")
+    cams.add_argument("--run", type=Path, help="run directory of a trained classifier (uses its config.yaml)")
+    cams.add_argument(
+        "--checkpoint", type=Path, help="classifier checkpoint (default: <run>/classifier/best.ckpt)"
+    )
+    cams.add_argument("--manifest", type=Path, help="images to explain (default: the run's data)")
+    cams.add_argument("--evaluate", action="store_true", help="score pseudo-masks against ground-truth masks")
+    cams.add_argument("--select", action="store_true", help="choose method, layer and threshold by metrics")
+    cams.add_argument("--shard", help="i/n: process every n-th image starting at i (several processes)")
+    cams.add_argument("--force", action="store_true", help="discard CAMs made by a different config")
+    _common(cams)
+    cams.set_defaults(func=cmd_cams)
     return parser
 
 
@@ -273,6 +286,37 @@ def cmd_search(args: argparse.Namespace) -> int:
     console.print(
         f"winner's config: {out / 'best.yaml'}  (medseg-weak train-classifier --config {out / 'best.yaml'})"
     )
+    return 0
+
+
+def cmd_cams(args: argparse.Namespace) -> int:
+    from medseg_weak.data.prepare import prepare
+    from medseg_weak.explain.stage import run_cams_stage
+    from medseg_weak.rundir import RunDir
+
+    config_path = args.config
+    if config_path is None and args.run is not None and (args.run / "config.yaml").is_file():
+        config_path = args.run / "config.yaml"
+    overrides = list(args.overrides) + ([f"data.manifest={args.manifest}"] if args.manifest else [])
+    cfg = load_config(config_path, overrides)
+    run = RunDir.for_config(cfg, args.run)
+    manifest = prepare(cfg, run)
+    rows = run_cams_stage(
+        cfg,
+        manifest,
+        run,
+        checkpoint=args.checkpoint,
+        evaluate=args.evaluate,
+        select=args.select,
+        shard=args.shard,
+        force=args.force,
+        progress=not args.quiet,
+    )
+    out = run.stage("cams")
+    console.print(f"{len(rows)} CAMs, pseudo-masks and overlays in {out} (index: {out / 'index.csv'})")
+    for name in ("selection.md", "quality_by_hospital.md", "quality_by_class.md"):
+        if (out / name).is_file():
+            console.print((out / name).read_text(), markup=False, highlight=False)
     return 0
 
 

@@ -48,3 +48,25 @@ def synth_mammo(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("synth_mammo")
     return generate(out, SynthConfig(kind="mammo", n_per_hospital=16, hospitals=3, height=160), seed=0)
+
+
+@pytest.fixture(scope="session")
+def trained_run(synth_mammo, tmp_path_factory):
+    """A run directory with a tiny trained classifier on ``synth_mammo``: (config overrides, run dir)."""
+    from medseg_weak.cli import main
+
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
+    overrides = [
+        "--set",
+        f"data.manifest={synth_mammo}",
+        "--set",
+        "data.image_size=48",
+        "--set",
+        "classifier.epochs=2",
+        "--set",
+        "classifier.batch_size=4",
+        "--set",
+        "cams.batch_size=8",
+    ]
+    assert main(["train-classifier", "-q", "--run-dir", str(run_dir), *overrides]) == 0
+    return overrides, run_dir
