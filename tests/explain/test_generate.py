@@ -29,14 +29,14 @@ def test_outputs_in_original_geometry_with_index(trained_run, synth_mammo, tmp_p
     overrides, run_dir = fresh_copy(trained_run, tmp_path, "a")
     assert cams(run_dir, overrides, "--evaluate") == 0
     out = run_dir / "cams"
-    rows = list(csv.DictReader(open(out / "index.csv")))
+    rows = list(csv.DictReader((out / "index.csv").read_text().splitlines()))
     manifest = load_manifest(synth_mammo)
     assert [r["id"] for r in rows] == [r.id for r in manifest.records]
     for row, record in list(zip(rows, manifest.records))[:6]:
         shape = read_image(manifest.image_path(record)).pixels.shape
         cam = np.load(out / row["cam_path"])
         mask = np.asarray(PILImage.open(out / row["mask_path"]))
-        assert cam.dtype == np.float16 and cam.shape == shape and 0 <= cam.min() and cam.max() <= 1
+        assert cam.dtype == np.float16 and cam.shape == shape and cam.min() >= 0 and cam.max() <= 1
         assert mask.dtype == np.uint8 and mask.shape == shape and set(np.unique(mask)) <= {0, 1, 255}
         assert (out / row["overlay_path"]).is_file()
         assert row["method"] == "gradcam" and row["target"] == "D" and row["threshold_rule"] == "otsu"
@@ -57,7 +57,7 @@ def test_interrupted_run_resumes_to_identical_bytes(trained_run, tmp_path):
     for sub in ("cam", "mask", "overlay", "meta"):
         names = sorted(p.name for p in (straight / "cams" / sub).iterdir())
         assert names == sorted(p.name for p in (resumed / "cams" / sub).iterdir())
-        match, mismatch, errors = filecmp.cmpfiles(
+        _, mismatch, errors = filecmp.cmpfiles(
             straight / "cams" / sub, resumed / "cams" / sub, names, shallow=False
         )
         assert not mismatch and not errors, (sub, mismatch[:3])
@@ -70,7 +70,7 @@ def test_select_records_choice(trained_run, tmp_path):
     assert cams(run_dir, overrides, "--select") == 0
     choice = json.loads((run_dir / "cams" / "selection.json").read_text())
     assert choice["criterion"] == "pseudo-mask dice" and 0 <= choice["score"] <= 1
-    row = next(csv.DictReader(open(run_dir / "cams" / "index.csv")))
+    row = next(csv.DictReader((run_dir / "cams" / "index.csv").read_text().splitlines()))
     assert row["method"] == choice["method"] and row["layer"] == choice["layer"]
     assert "| 1 |" in (run_dir / "cams" / "selection.md").read_text()
 
