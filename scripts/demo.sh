@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the built-in demo data: generate the multi-hospital benchmark, check and preview it,
-# then train the density classifier (stage 1). Grows with the pipeline (explain -> segment -> evaluate).
+# train the density classifier (stage 1) and turn its CAMs into pseudo-masks (stage 2), scored against
+# the ground truth. Grows with the pipeline (segment -> evaluate).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
@@ -12,7 +13,8 @@ medseg-weak synth mammo --out "$out/data" --config "$config"
 medseg-weak data check "$out/data/manifest.csv"
 medseg-weak data preview "$out/data/manifest.csv" --out "$out/preview_mammo.png"
 medseg-weak train-classifier --config "$config"
+medseg-weak cams --run "$out" --evaluate
 medseg-weak synth fundus --out "$out/fundus" --n-per-hospital 12 --hospitals 3 --size 256 --seed 0 --workers 2
 medseg-weak data check "$out/fundus/manifest.csv"
 medseg-weak data preview "$out/fundus/manifest.csv" --out "$out/preview_fundus.png" --set data.kind=fundus
-echo "demo done: previews in $out/, classifier metrics in $out/classifier/metrics.json"
+echo "demo done: previews in $out/, classifier metrics in $out/classifier/metrics.json, CAM overlays in $out/cams/overlay/"
