@@ -177,9 +177,12 @@ def _write_image_outputs(
     region = arrays["region"].astype(bool)
     cam = np.where(region, cam, 0.0).astype(np.float32)  # nothing outside the breast is evidence
     mask = cam_to_mask(cam, region, cam_cfg.mask, image=_grey(arrays["pixels"]))
-    pre = Preprocessed(pixels=arrays["pixels"], mask=region, **_geometry_fields(geometry))
-    cam_original = pre.to_original(cam, order=1).astype(np.float16)
-    mask_original = pre.to_original(mask, order=0).astype(np.uint8)
+    try:
+        pre = Preprocessed(pixels=arrays["pixels"], mask=region, **_geometry_fields(geometry))
+        cam_original = pre.to_original(cam, order=1).astype(np.float16)
+        mask_original = pre.to_original(mask, order=0).astype(np.uint8)
+    except (TypeError, ValueError) as err:  # a cache entry from another preprocessing version, say
+        raise InputError(record.path, f"cannot map the CAM back to the original image ({err})") from err
 
     def save_npy(tmp: Path) -> None:
         with open(tmp, "wb") as f:

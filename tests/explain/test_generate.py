@@ -87,3 +87,16 @@ def test_bad_cam_config_is_a_clear_error(trained_run, tmp_path, capsys, extra, m
     overrides, run_dir = fresh_copy(trained_run, tmp_path, "bad")
     assert cams(run_dir, overrides, *extra) == 3
     assert message in capsys.readouterr().err
+
+
+def test_unmappable_geometry_is_a_clear_error(tmp_path):
+    from medseg_weak.config import CamConfig
+    from medseg_weak.data.manifest import Record
+    from medseg_weak.errors import InputError
+    from medseg_weak.explain.generate import _write_image_outputs
+
+    arrays = {"pixels": np.zeros((8, 8), np.float32), "region": np.ones((8, 8), bool)}
+    geometry = {"laterality": "L", "flipped": False, "crop_box": [0, 0, 4], "original_shape": [8, 8]}
+    record = Record("x", "images/x.dcm", "A", "H1", "p")
+    with pytest.raises(InputError, match=r"images/x\.dcm: cannot map the CAM back"):
+        _write_image_outputs(tmp_path, CamConfig(), record, arrays, geometry, np.zeros((8, 8)), ["A"], False)
