@@ -14,6 +14,7 @@ from medseg_weak.classify.surgery import (
     coral_penalty,
     per_hospital_gradients,
 )
+from medseg_weak.classify.surgery.ops import agreement_sum, count_ones, global_sum, gram_matrix
 from medseg_weak.classify.surgery.pcgrad import pcgrad_weights
 from medseg_weak.errors import RegistryError
 
@@ -211,13 +212,26 @@ def test_agr_rand_scale_is_global_not_per_parameter():
     assert abs(out[1].std().item() - 10.0) < 1.0
 
 
+def test_chunked_kernels_match_the_plain_formulas():
+    g = torch.randn(3, 100_003, generator=seeded(4))
+    g[:, :10] = 0.0
+    mask = (g > 0).all(0) | (g < 0).all(0)
+    summed, agree = agreement_sum(g)
+    assert torch.equal(summed, g.sum(0) * mask)
+    assert torch.equal(agree, mask.float())
+    g64 = g.double()
+    torch.testing.assert_close(gram_matrix([g[:, :5], g[:, 5:]]), g64 @ g64.T, rtol=1e-12, atol=1e-9)
+    torch.testing.assert_close(global_sum([g, g[0]], absolute=True), g64.abs().sum() + g64[0].abs().sum())
+    assert count_ones([mask.float(), agree]).item() == 2 * mask.sum().item()
+
+
 # ---- contract tests, generated from the registry --------------------------------------------------
 
 
 @pytest.mark.parametrize("name", RULE_NAMES)
 @pytest.mark.parametrize("hospitals", [1, 2, 4])
 def test_contract_shape_dtype_finite(name, hospitals):
-    for dtype in (torch.float32, torch.float64):
+    for dtype in (torch.float32, torch.float64, torch.bfloat16):
         grads = random_grads(hospitals, dtype=dtype)
         out = combine_parameters(name, grads, seeded(0), uniform_losses(hospitals))
         assert len(out) == len(grads)
@@ -245,12 +259,30 @@ def test_contract_deterministic_and_inputs_untouched(name):
 
 @pytest.mark.parametrize("name", RULE_NAMES)
 def test_contract_flat_equals_per_parameter_exactly(name):
-    grads = random_grads(3, seed=3)
+    # one parameter spans several CPU chunks (2**15 columns), so chunk boundaries fall mid-parameter
+    grads = random_grads(3, shapes=[*PARAM_SHAPES, (3, 33_335)], seed=3)
     per_param = combine_parameters(name, grads, seeded(11), uniform_losses(3))
     flat = combine(
         name, torch.cat([g.reshape(3, -1) for g in grads], 1), seeded(11), losses=uniform_losses(3)
     )
     assert torch.equal(torch.cat([p.reshape(-1) for p in per_param]), flat)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", RULE_NAMES)
+def test_contract_on_cuda(name):
+    # the GPU path uses other chunk sizes; flat and per-parameter must still agree exactly
+    grads = [g.cuda() for g in random_grads(3, shapes=[*PARAM_SHAPES, (3, 33_335)], seed=3)]
+    losses = uniform_losses(3).cuda()
+    per_param = combine_parameters(name, grads, torch.Generator("cuda").manual_seed(11), losses)
+    flat_grads = torch.cat([g.reshape(3, -1) for g in grads], 1)
+    flat = combine(name, flat_grads, torch.Generator("cuda").manual_seed(11), losses=losses)
+    assert torch.equal(torch.cat([p.reshape(-1) for p in per_param]), flat)
+    if name not in ("agr_rand", "pcgrad"):  # random draws differ between CPU and CUDA generators
+        on_cpu = combine_parameters(name, [g.cpu() for g in grads], seeded(11), losses.cpu())
+        for c, p in zip(on_cpu, per_param):
+            torch.testing.assert_close(p.cpu(), c)
 
 
 @pytest.mark.parametrize("name", RULE_NAMES)
