@@ -120,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     cams.add_argument("--force", action="store_true", help="discard CAMs made by a different config")
     _common(cams)
     cams.set_defaults(func=cmd_cams)
+
+    pipe = verbs.add_parser("pipeline", help="run every stage (data, classifier, CAMs) in one run directory")
+    pipe.add_argument("--run-dir", type=Path, help="run directory (default: <runs_dir>/<name>)")
+    pipe.add_argument("--force", action="store_true", help="discard stage outputs made by a different config")
+    _common(pipe)
+    pipe.set_defaults(func=cmd_pipeline)
     return parser
 
 
@@ -317,6 +323,20 @@ def cmd_cams(args: argparse.Namespace) -> int:
     for name in ("selection.md", "quality_by_hospital.md", "quality_by_class.md"):
         if (out / name).is_file():
             console.print((out / name).read_text(), markup=False, highlight=False)
+    return 0
+
+
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from medseg_weak.pipeline import run_pipeline
+
+    cfg = resolve_config(args)
+    timings = run_pipeline(cfg, args.run_dir, force=args.force, progress=not args.quiet)
+    table = Table(title="pipeline stages")
+    table.add_column("stage")
+    table.add_column("seconds", justify="right")
+    for name, seconds in timings.items():
+        table.add_row(name, f"{seconds:.1f}")
+    console.print(table)
     return 0
 
 

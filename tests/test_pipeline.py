@@ -1,0 +1,28 @@
+import json
+
+from medseg_weak.cli import main
+
+
+def test_pipeline_runs_every_stage_then_skips(synth_mammo, tmp_path):
+    run_dir = tmp_path / "run"
+    args = [
+        "pipeline",
+        "-q",
+        "--run-dir",
+        str(run_dir),
+        "--set",
+        f"data.manifest={synth_mammo}",
+        "--set",
+        "data.image_size=32",
+        "--set",
+        "classifier.epochs=1",
+    ]
+    assert main(args) == 0
+    timings = json.loads((run_dir / "timings.json").read_text())
+    assert list(timings) == ["data", "classifier", "cams"]
+    for stage in ("classifier", "cams"):
+        assert json.loads((run_dir / stage / "stage.json").read_text())["complete"]
+    assert (run_dir / "cams" / "quality_by_hospital.md").is_file()
+    stamp = (run_dir / "cams" / "index.csv").stat().st_mtime_ns
+    assert main(args) == 0  # every stage complete and matching: nothing is redone
+    assert (run_dir / "cams" / "index.csv").stat().st_mtime_ns == stamp
