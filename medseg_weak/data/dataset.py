@@ -45,6 +45,12 @@ def preprocess_record(manifest: Manifest, record: Record, kind: str, size: int) 
     return arrays, geometry
 
 
+def preprocessed_from_cache(arrays: dict[str, np.ndarray], geometry: dict[str, Any]) -> Preprocessed:
+    """Rebuild the geometry-carrying Preprocessed of a cached item (JSON turned tuples into lists)."""
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in geometry.items()}
+    return Preprocessed(pixels=arrays["pixels"], mask=arrays["region"].astype(bool), **fields)
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, tuple | list):
         return [_plain(v) for v in value]

@@ -25,9 +25,8 @@ from PIL import Image as PILImage
 from medseg_weak.classify.module import ClassifierModule
 from medseg_weak.config import CamConfig, Config, to_dict
 from medseg_weak.data.cache import ArrayCache, file_digest
-from medseg_weak.data.dataset import PreprocessedDataset
+from medseg_weak.data.dataset import PreprocessedDataset, preprocessed_from_cache
 from medseg_weak.data.manifest import Manifest, Record
-from medseg_weak.data.preprocess import Preprocessed
 from medseg_weak.errors import ConfigError, InputError
 from medseg_weak.evaluate.overlap import pseudo_mask_overlap, saliency_scores
 from medseg_weak.explain.cams import compute_cams
@@ -178,7 +177,7 @@ def _write_image_outputs(
     cam = np.where(region, cam, 0.0).astype(np.float32)  # nothing outside the breast is evidence
     mask = cam_to_mask(cam, region, cam_cfg.mask, image=_grey(arrays["pixels"]))
     try:
-        pre = Preprocessed(pixels=arrays["pixels"], mask=region, **_geometry_fields(geometry))
+        pre = preprocessed_from_cache(arrays, geometry)
         cam_original = pre.to_original(cam, order=1).astype(np.float16)
         mask_original = pre.to_original(mask, order=0).astype(np.uint8)
     except (TypeError, ValueError) as err:  # a cache entry from another preprocessing version, say
@@ -213,10 +212,6 @@ def _write_image_outputs(
         scores = {**pseudo_mask_overlap(mask, truth), **saliency_scores(cam, truth)}
         meta.update({k: round(v, 6) if v == v else "" for k, v in scores.items()})
     atomic_write_text(out / "meta" / f"{record.id}.json", json.dumps(meta, sort_keys=True) + "\n")
-
-
-def _geometry_fields(geometry: dict) -> dict:
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in geometry.items()}
 
 
 def _grey(pixels: np.ndarray) -> np.ndarray:

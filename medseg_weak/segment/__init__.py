@@ -1,0 +1,1 @@
+"""Stage 3: the segmenter trained on CAM pseudo-masks."""

@@ -1,0 +1,64 @@
+"""Training pairs for the segmenter: preprocessed images with pseudo-masks (or the truth) as targets.
+
+Pseudo-masks are stored in the original image geometry (cams/mask/<id>.png); they are mapped into the
+model geometry with the same flip / crop / resize as the image, so the UNet sees aligned pairs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from medseg_weak.data.dataset import PreprocessedDataset, preprocessed_from_cache
+from medseg_weak.data.io import read_mask
+from medseg_weak.errors import InputError
+
+Source = Literal["cams", "truth"]
+
+
+class SegmentationDataset(Dataset):
+    """Items: ``image`` [C,H,W], ``target`` [H,W] uint8 {0,1,255}, ``region``, ``domain``, ``index`` and,
+    where the manifest has one, ``mask`` (ground truth, 0/1) for evaluation."""
+
+    def __init__(self, base: PreprocessedDataset, source: Source, cams_dir: Path | None = None) -> None:
+        self.base = base
+        self.source = source
+        self.cams_dir = Path(cams_dir) if cams_dir is not None else None
+        if source == "cams":
+            if self.cams_dir is None:
+                raise ValueError("source 'cams' needs cams_dir")
+            missing = [r.id for r in base.records if not (self.cams_dir / "mask" / f"{r.id}.png").is_file()]
+            if missing:
+                shown = ", ".join(missing[:10]) + (
+                    f" ... ({len(missing)} in all)" if len(missing) > 10 else ""
+                )
+                raise InputError(
+                    self.cams_dir,
+                    f"no pseudo-mask for {len(missing)} image(s): {shown}; run medseg-weak cams",
+                )
+        elif any(base.manifest.mask_path(r) is None for r in base.records):
+            raise InputError(base.manifest.source, "source 'truth' needs a mask_path for every image")
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def _target(self, index: int, arrays: dict[str, np.ndarray], geometry: dict[str, Any]) -> np.ndarray:
+        if self.source == "truth":
+            return arrays["mask"].astype(np.uint8)
+        record = self.base.records[index]
+        path = self.cams_dir / "mask" / f"{record.id}.png"
+        pre = preprocessed_from_cache(arrays, geometry)
+        pseudo = read_mask(path)
+        if pseudo.shape != tuple(pre.original_shape):
+            raise InputError(path, f"pseudo-mask is {pseudo.shape}, its image is {tuple(pre.original_shape)}")
+        return pre.to_model(pseudo, order=0).astype(np.uint8)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.base[index]
+        arrays, geometry = self.base.load(index)
+        item["target"] = torch.from_numpy(self._target(index, arrays, geometry))
+        return item
