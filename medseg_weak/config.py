@@ -17,9 +17,10 @@ from typing import Any, Literal, Union
 import yaml
 
 from medseg_weak.classify.augment import AugmentConfig
-from medseg_weak.errors import ConfigError
+from medseg_weak.errors import ConfigError, RegistryError
 from medseg_weak.explain.masks import MaskRule
 from medseg_weak.io_utils import atomic_write_text
+from medseg_weak.segment.losses import LOSSES
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,68 @@ class CamConfig:
 
 
 @dataclass(frozen=True)
+class SegmenterConfig:
+    """Stage 3: the segmentation network trained on the pseudo-masks (and optional self-training)."""
+
+    arch: str = "unet"  # any smp architecture: unet, unetplusplus, fpn, deeplabv3plus, ...
+    encoder: str = "resnet18"  # any smp encoder name
+    encoder_depth: int = 5  # 3-4 make tiny models for tests and CPU demos
+    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)  # one per encoder stage (unet-like archs)
+    in_channels: int = 1
+    encoder_weights_path: str = ""  # local state dict (smp encoder, our classifier .ckpt); never downloaded
+    loss: str = "dice_ce"  # a name in medseg_weak.segment.losses.LOSSES
+    dice_weight: float = 1.0  # dice_ce
+    ce_weight: float = 1.0  # dice_ce
+    gce_q: float = 0.7  # gce: 1 = MAE (most noise-robust), towards 0 = cross-entropy
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    epochs: int = 10
+    batch_size: int = 8
+    self_training_rounds: int = 0  # rounds of re-labelling with the segmenter's confident pixels
+    confidence: float = 0.9  # self-training: p >= c is foreground, p <= 1 - c background
+    monitor: str = "val/dice"
+    monitor_mode: Literal["max", "min"] = "max"
+
+    def __post_init__(self) -> None:
+        def fail(name: str, must: str) -> None:
+            raise ConfigError(f"'segmenter.{name}' must be {must}; got {getattr(self, name)!r}")
+
+        if not 1 <= self.encoder_depth <= 5:
+            fail("encoder_depth", "between 1 and 5")
+        if not self.decoder_channels or any(c < 1 for c in self.decoder_channels):
+            fail("decoder_channels", "a non-empty list of positive channel counts")
+        if self.in_channels < 1:
+            fail("in_channels", "at least 1")
+        try:
+            LOSSES.get(self.loss)
+        except RegistryError as err:
+            raise ConfigError(f"'segmenter.loss': {err}") from None
+        if self.dice_weight < 0:
+            fail("dice_weight", ">= 0")
+        if self.ce_weight < 0:
+            fail("ce_weight", ">= 0")
+        if self.loss == "dice_ce" and self.dice_weight == 0 and self.ce_weight == 0:
+            fail("dice_weight", "> 0 when segmenter.ce_weight is 0 (the loss would be constant)")
+        if not 0.0 < self.gce_q <= 1.0:
+            fail("gce_q", "in (0, 1]")
+        if self.lr <= 0:
+            fail("lr", "> 0")
+        if self.weight_decay < 0:
+            fail("weight_decay", ">= 0")
+        if self.epochs < 1:
+            fail("epochs", "at least 1")
+        if self.batch_size < 1:
+            fail("batch_size", "at least 1")
+        if self.self_training_rounds < 0:
+            fail("self_training_rounds", ">= 0")
+        # c = 0.5 would make a pixel with p = 0.5 confidently both classes at once.
+        if not 0.5 < self.confidence <= 1.0:
+            fail("confidence", "in (0.5, 1]")
+        if not self.monitor:
+            fail("monitor", "a logged metric name such as val/dice")
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole run. Each stage reads its own section."""
 
@@ -114,6 +177,7 @@ class Config:
     synth: SynthConfig = field(default_factory=SynthConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     cams: CamConfig = field(default_factory=CamConfig)
+    segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
 
 
 def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:

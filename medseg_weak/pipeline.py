@@ -23,25 +23,35 @@ log = logging.getLogger(__name__)
 def run_pipeline(
     cfg: Config, run_dir: str | Path | None = None, force: bool = False, progress: bool = True
 ) -> dict[str, Any]:
-    """Run data -> classifier -> cams; returns {stage: seconds} (also written to timings.json)."""
+    """Run data -> classifier -> cams -> segmenter (+ oracle) -> eval; returns {stage: seconds}.
+
+    The oracle segmenter (trained on the ground truth) and the evaluation run only when every image
+    has a ground-truth mask, as the built-in benchmark does."""
     from medseg_weak.classify.train import train_classifier
     from medseg_weak.data.prepare import prepare
+    from medseg_weak.evaluate.heldout import evaluate_heldout
     from medseg_weak.explain.stage import run_cams_stage
+    from medseg_weak.segment.train import train_segmenter
 
+    begin = time.perf_counter()
     run = RunDir.for_config(cfg, run_dir)
     run.write_provenance(cfg)
-    state: dict[str, Any] = {}
+    manifest = prepare(cfg, run)  # generates the built-in data on first use
+    has_truth = all(r.mask_path for r in manifest.records)
     stages: list[tuple[str, Callable[[], Any]]] = [
-        ("data", lambda: state.setdefault("manifest", prepare(cfg, run))),
-        ("classifier", lambda: train_classifier(cfg, state["manifest"], run, force=force, progress=progress)),
+        ("classifier", lambda: train_classifier(cfg, manifest, run, force=force, progress=progress)),
         (
             "cams",
-            lambda: run_cams_stage(
-                cfg, state["manifest"], run, evaluate=True, force=force, progress=progress
-            ),
+            lambda: run_cams_stage(cfg, manifest, run, evaluate=has_truth, force=force, progress=progress),
         ),
+        ("segmenter", lambda: train_segmenter(cfg, manifest, run, "cams", force=force, progress=progress)),
     ]
-    timings: dict[str, float] = {}
+    if has_truth:
+        stages += [
+            ("oracle", lambda: train_segmenter(cfg, manifest, run, "truth", force=force, progress=progress)),
+            ("eval", lambda: evaluate_heldout(cfg, manifest, run)),
+        ]
+    timings: dict[str, float] = {"data": round(time.perf_counter() - begin, 2)}
     for name, stage in stages:
         start = time.perf_counter()
         log.info("pipeline: %s", name)

@@ -19,10 +19,13 @@ def test_pipeline_runs_every_stage_then_skips(synth_mammo, tmp_path):
     ]
     assert main(args) == 0
     timings = json.loads((run_dir / "timings.json").read_text())
-    assert list(timings) == ["data", "classifier", "cams"]
-    for stage in ("classifier", "cams"):
+    assert list(timings) == ["data", "classifier", "cams", "segmenter", "oracle", "eval"]
+    for stage in ("classifier", "cams", "segmenter", "oracle"):
         assert json.loads((run_dir / stage / "stage.json").read_text())["complete"]
     assert (run_dir / "cams" / "quality_by_hospital.md").is_file()
+    dice = (run_dir / "eval" / "dice_by_hospital.md").read_text()
+    assert all(f"| {m} |" in dice for m in ("cam", "unet_cam", "unet_truth"))
+    assert dice.splitlines()[0].endswith("| all |")
     stamp = (run_dir / "cams" / "index.csv").stat().st_mtime_ns
     assert main(args) == 0  # every stage complete and matching: nothing is redone
     assert (run_dir / "cams" / "index.csv").stat().st_mtime_ns == stamp

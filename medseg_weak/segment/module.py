@@ -1,0 +1,242 @@
+"""Stage 3: the segmenter (an smp model) trained on CAM pseudo-masks, and its thin Lightning wrapper.
+
+The math lives in pure functions (``medseg_weak.segment.losses``, :func:`self_train_targets`,
+``cosine_lr``); :class:`SegmenterModule` only wires them to batches, the optimizer and the logger.
+No weights are ever downloaded: encoders start random or from a local file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import logging
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torchmetrics.classification import BinaryF1Score
+
+# The classifier's prefix matcher (private there): one implementation of the checkpoint formats we read.
+from medseg_weak.classify.backbones import _match_keys as match_state_keys
+from medseg_weak.classify.module import cosine_lr
+from medseg_weak.config import SegmenterConfig, from_dict, to_dict
+from medseg_weak.errors import ConfigError, InputError
+from medseg_weak.segment.losses import IGNORE, LOSSES, LossFn, foreground_logit
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------- model
+def create_segmenter(cfg: SegmenterConfig, load_encoder_weights: bool = True) -> nn.Module:
+    """Build ``cfg.arch`` with ``cfg.encoder`` (random weights; one output channel = foreground logit).
+
+    With ``load_encoder_weights`` and a ``cfg.encoder_weights_path``, the encoder is then loaded from
+    that local file (see :func:`load_encoder_weights_from`).
+    """
+    import segmentation_models_pytorch as smp
+
+    archs = smp.MODEL_ARCHITECTURES_MAPPING
+    arch = cfg.arch.lower()
+    if arch not in archs:
+        raise ConfigError(f"'segmenter.arch': unknown architecture '{cfg.arch}'; valid: {', '.join(archs)}")
+    encoders = smp.encoders.get_encoder_names()
+    if cfg.encoder not in encoders:
+        close = difflib.get_close_matches(cfg.encoder, encoders, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ConfigError(
+            f"'segmenter.encoder': unknown smp encoder '{cfg.encoder}'{hint}; "
+            f"valid: {', '.join(sorted(encoders))}"
+        )
+    kwargs: dict[str, Any] = {"encoder_depth": cfg.encoder_depth}
+    # Only unet-like decoders take one channel count per stage; deeplab / pan / upernet take a single
+    # int and fpn / linknet none, so ``decoder_channels`` is passed only where the default is a sequence.
+    decoder_param = inspect.signature(archs[arch].__init__).parameters.get("decoder_channels")
+    if decoder_param is not None and isinstance(decoder_param.default, tuple | list):
+        if len(cfg.decoder_channels) != cfg.encoder_depth:
+            raise ConfigError(
+                f"'segmenter.decoder_channels': {arch} needs one channel count per encoder stage "
+                f"({cfg.encoder_depth}, segmenter.encoder_depth); got {list(cfg.decoder_channels)}"
+            )
+        kwargs["decoder_channels"] = list(cfg.decoder_channels)
+    if arch == "fpn" and cfg.encoder_depth < 3:
+        raise ConfigError(f"'segmenter.encoder_depth': fpn needs at least 3; got {cfg.encoder_depth}")
+    if arch == "fpn":
+        # smp's FPN reads the 4 deepest features, whose finest one has stride 2^(depth - 2), yet always
+        # upsamples by 4: below depth 5 the output would be larger than the input (256 px for 64).
+        kwargs["upsampling"] = 2 ** (cfg.encoder_depth - 3)
+    model = smp.create_model(
+        arch,
+        encoder_name=cfg.encoder,
+        encoder_weights=None,  # never download
+        in_channels=cfg.in_channels,
+        classes=1,
+        **kwargs,
+    )
+    if load_encoder_weights and cfg.encoder_weights_path:
+        load_encoder_weights_from(model.encoder, cfg.encoder_weights_path)
+    return model
+
+
+def load_encoder_weights_from(encoder: nn.Module, path: str | Path) -> tuple[list[str], list[str]]:
+    """Load a local state dict into an smp ``encoder``; returns (missing, unexpected) keys.
+
+    Accepts an smp encoder or whole smp model (``encoder.`` prefix), our Lightning checkpoints
+    (``model.encoder.``, or a classifier's ``model.backbone.body.`` when it was trained with backbone
+    ``smp:<encoder>``) and timm / torchvision files: the classifier loader's prefix matching strips
+    them. Shape mismatches are skipped (an RGB stem is summed into a grey one, as timm does); nothing
+    matching is an error, never a silently random encoder.
+    """
+    path = Path(path)
+    where = "('segmenter.encoder_weights_path')"
+    if not path.is_file():
+        raise InputError(path, f"encoder weights file not found {where}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a bad file; all mean "cannot use it"
+        raise InputError(path, f"cannot read encoder weights ({type(err).__name__}: {err}) {where}") from err
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise InputError(path, f"is not a state dict of tensors {where}")
+    target = encoder.state_dict()
+    state = match_state_keys(state, target)
+    usable: dict[str, Tensor] = {}
+    for key, value in state.items():
+        want = target.get(key)
+        if want is None:
+            continue
+        if value.shape == want.shape:
+            usable[key] = value
+        elif value.ndim == 4 and want.ndim == 4 and value.shape[1] == 3 and want.shape[1] == 1:
+            usable[key] = value.sum(dim=1, keepdim=True)
+    if not usable:
+        raise InputError(
+            path, f"no tensor matches the '{type(encoder).__name__}' encoder's parameters {where}"
+        )
+    # nn.Module's own method: smp encoders override load_state_dict and return None instead of the keys.
+    result = nn.Module.load_state_dict(encoder, usable, strict=False)
+    log.info("loaded %d encoder tensors from %s (%d missing)", len(usable), path, len(result.missing_keys))
+    return list(result.missing_keys), sorted(set(state) - set(usable))
+
+
+def build_loss(cfg: SegmenterConfig) -> LossFn:
+    """The configured loss with its hyper-parameters bound.
+
+    A loss's keyword ``name`` is filled from the config field ``name`` (``dice_weight``) or
+    ``<loss>_<name>`` (``gce_q``), so a new loss's parameter is one config field, never a lookup table.
+    """
+    fn = LOSSES.get(cfg.loss)
+    kwargs = {}
+    for name in list(inspect.signature(fn).parameters)[2:]:
+        for field in (name, f"{cfg.loss}_{name}"):
+            if hasattr(cfg, field):
+                kwargs[name] = getattr(cfg, field)
+                break
+    return partial(fn, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------- self-training
+def self_train_targets(probs: Tensor, cam_targets: Tensor, confidence: float) -> Tensor:
+    """One round of self-training: new ``[B, H, W]`` uint8 targets (0, 1, 255) from the segmenter's
+    probabilities ``probs`` and the CAM pseudo-mask ``cam_targets``.
+
+    Per pixel, with ``c = confidence`` (the segmenter is confident when ``p >= c`` -> 1 or
+    ``p <= 1 - c`` -> 0; the CAM mask is confident wherever it is not 255):
+
+    ===================  ====================  =====================
+    segmenter            CAM mask              new target
+    ===================  ====================  =====================
+    confident            255                   segmenter's label
+    not confident        0 / 1                 CAM label
+    confident            same label            that label
+    confident            other label           255
+    not confident        255                   255
+    ===================  ====================  =====================
+
+    A confident disagreement is ignored rather than resolved either way: trusting the segmenter there
+    lets it confirm its own mistakes (confirmation bias), trusting the CAM keeps exactly the noise
+    that self-training is meant to remove.
+    """
+    if probs.shape != cam_targets.shape:
+        raise ValueError(f"probs {tuple(probs.shape)} and cam_targets {tuple(cam_targets.shape)} differ")
+    if not 0.5 < confidence <= 1.0:
+        raise ValueError(f"confidence must be in (0.5, 1]; got {confidence}")
+    cam = cam_targets.to(torch.uint8)
+    seg_positive = probs >= confidence
+    seg_confident = seg_positive | (probs <= 1.0 - confidence)
+    seg_label = seg_positive.to(torch.uint8)
+    cam_labelled = cam != IGNORE
+    out = torch.full_like(cam, IGNORE)
+    out = torch.where(cam_labelled & ~seg_confident, cam, out)
+    out = torch.where(seg_confident & ~cam_labelled, seg_label, out)
+    agree = seg_confident & cam_labelled & (cam == seg_label)
+    return torch.where(agree, seg_label, out)
+
+
+# ------------------------------------------------------------------------------------------- Lightning
+class SegmenterModule(L.LightningModule):
+    """Trains the segmenter on batches ``{"image": [B,C,H,W] float, "target": [B,H,W] uint8 (0/1/255)}``
+    with optional ``"mask"`` (ground truth 0/1, validation only) and ``"domain"``."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        """``config`` is ``to_dict(SegmenterConfig)``: plain data, so checkpoints reload anywhere.
+
+        The encoder weights file is NOT read here: a checkpoint's weights supersede it, and reloading a
+        checkpoint must not need that file. Use :meth:`from_config` to start a fresh run from it.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.cfg: SegmenterConfig = from_dict(SegmenterConfig, config, "segmenter")
+        self.model = create_segmenter(self.cfg, load_encoder_weights=False)
+        self.loss_fn = build_loss(self.cfg)
+        # Binary F1 over pixels is the Dice of the thresholded prediction, summed over the whole epoch
+        # (not a mean of per-batch Dice); torchmetrics also syncs it across DDP ranks.
+        self.val_dice = BinaryF1Score(ignore_index=IGNORE)
+        self.val_gt_dice = BinaryF1Score()
+
+    @classmethod
+    def from_config(cls, cfg: SegmenterConfig) -> SegmenterModule:
+        """A module for a fresh run: random decoder, encoder from ``cfg.encoder_weights_path`` if set."""
+        module = cls(to_dict(cfg))
+        if cfg.encoder_weights_path:
+            load_encoder_weights_from(module.model.encoder, cfg.encoder_weights_path)
+        return module
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Foreground logits ``[B, 1, H, W]``."""
+        return self.model(x)
+
+    def on_train_epoch_start(self) -> None:
+        # Cosine learning rate as a pure function of the epoch (no scheduler state): a run resumed
+        # from an end-of-epoch checkpoint uses exactly the rate an uninterrupted run would.
+        lr = cosine_lr(self.cfg.lr, self.current_epoch, self.cfg.epochs)
+        for group in self.optimizers().param_groups:
+            group["lr"] = lr
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        logits = self.model(batch["image"])
+        loss = self.loss_fn(logits, batch["target"])
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(logits))
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        target = batch["target"]
+        logits = self.model(batch["image"])
+        probs = torch.sigmoid(foreground_logit(logits, target).float())
+        n = len(logits)
+        self.log("val/loss", self.loss_fn(logits, target), on_epoch=True, batch_size=n, sync_dist=True)
+        self.val_dice(probs, target.long())
+        self.log("val/dice", self.val_dice, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
+        if batch.get("mask") is not None:
+            self.val_gt_dice(probs, batch["mask"].long())
+            self.log("val/gt_dice", self.val_gt_dice, on_step=False, on_epoch=True, batch_size=n)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        """Foreground probabilities ``[B, H, W]`` (the input of :func:`self_train_targets`)."""
+        return torch.sigmoid(self.model(batch["image"])[:, 0].float())
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)

@@ -1,0 +1,328 @@
+"""Segmenter: losses with ignored pixels, model creation, local encoder weights, self-training, training."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+
+import lightning as L
+import pytest
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from medseg_weak.config import to_dict
+from medseg_weak.errors import ConfigError, InputError, RegistryError
+from medseg_weak.segment.losses import (
+    IGNORE,
+    LOSSES,
+    generalized_ce_loss,
+    masked_bce_loss,
+    masked_dice_ce_loss,
+    masked_soft_dice_loss,
+)
+from medseg_weak.segment.module import (
+    SegmenterConfig,
+    SegmenterModule,
+    build_loss,
+    create_segmenter,
+    load_encoder_weights_from,
+    self_train_targets,
+)
+
+TINY = {"encoder": "resnet18", "encoder_depth": 3, "decoder_channels": (32, 16, 8)}
+
+
+def _noisy_batch(seed: int = 0, shape: tuple[int, ...] = (2, 8, 8)) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn((shape[0], 1, *shape[1:]), generator=g)
+    target = torch.randint(0, 2, shape, generator=g).to(torch.uint8)
+    target[torch.rand(shape, generator=g) < 0.3] = IGNORE
+    return logits, target
+
+
+# ------------------------------------------------------------------------------------------------ losses
+def test_dice_known_values_and_ignore():
+    big = 20.0
+    # Prediction [1, 1, 1, 1] vs target [1, 1, 0, 0]: Dice 2 * 2 / (4 + 2) = 2/3 (smp's known value).
+    logits = torch.full((1, 1, 1, 4), big)
+    target = torch.tensor([[[1, 1, 0, 0]]], dtype=torch.uint8)
+    assert masked_soft_dice_loss(logits, target).item() == pytest.approx(1 / 3, abs=1e-6)
+    # Two extra ignored pixels with confident wrong logits change nothing.
+    logits6 = torch.cat([logits, torch.full((1, 1, 1, 2), big)], dim=3)
+    target6 = torch.tensor([[[1, 1, 0, 0, IGNORE, IGNORE]]], dtype=torch.uint8)
+    assert masked_soft_dice_loss(logits6, target6).item() == pytest.approx(1 / 3, abs=1e-6)
+    # An all-correct prediction has (near) zero Dice, BCE and combined loss.
+    target_ok = torch.tensor([[[1, 0, IGNORE, 1]]], dtype=torch.uint8)
+    logits_ok = torch.tensor([[[[big, -big, big, big]]]])
+    assert masked_soft_dice_loss(logits_ok, target_ok).item() < 1e-6
+    assert masked_dice_ce_loss(logits_ok, target_ok).item() < 1e-6
+    # Only ignored pixels: the loss is 0 (no NaN from an empty mean).
+    all_ignored = torch.full((1, 1, 4), IGNORE, dtype=torch.uint8)
+    assert masked_dice_ce_loss(torch.randn(1, 1, 1, 4), all_ignored).item() == 0.0
+
+
+def test_dice_matches_smp_and_bce_matches_torch():
+    logits, target = _noisy_batch(1)
+    ours = masked_soft_dice_loss(logits, target)
+    theirs = smp.losses.DiceLoss("binary", from_logits=True, ignore_index=IGNORE)(logits, target)
+    assert ours.item() == pytest.approx(theirs.item(), abs=1e-6)
+    valid = target != IGNORE
+    expected = F.binary_cross_entropy_with_logits(logits[:, 0][valid], target[valid].float())
+    assert masked_bce_loss(logits, target).item() == pytest.approx(expected.item(), abs=1e-6)
+    combined = masked_dice_ce_loss(logits, target, dice_weight=0.5, ce_weight=2.0)
+    assert combined.item() == pytest.approx(0.5 * ours.item() + 2.0 * expected.item(), abs=1e-6)
+
+
+def test_two_channel_logits_equal_softmax_cross_entropy():
+    logits, target = _noisy_batch(2)
+    two = torch.cat([torch.randn_like(logits), torch.randn_like(logits)], dim=1)
+    one = two[:, 1:] - two[:, :1]
+    expected = F.cross_entropy(two, target.long(), ignore_index=IGNORE)
+    assert masked_bce_loss(two, target).item() == pytest.approx(expected.item(), abs=1e-5)
+    for name in LOSSES:
+        fn = LOSSES.get(name)
+        assert fn(two, target).item() == pytest.approx(fn(one, target).item(), abs=1e-5)
+
+
+@pytest.mark.parametrize("name", LOSSES.names())
+def test_every_loss_ignores_255_in_value_and_gradient(name):
+    fn = LOSSES.get(name)
+    logits, target = _noisy_batch(3)
+    ignored = (target == IGNORE).unsqueeze(1)
+    changed = torch.where(ignored, logits + 50 * torch.randn_like(logits), logits)
+    assert torch.isfinite(fn(logits, target))
+    assert fn(changed, target).item() == pytest.approx(fn(logits, target).item(), abs=1e-6)
+    leaf = logits.clone().requires_grad_(True)
+    fn(leaf, target).backward()
+    assert torch.all(leaf.grad[ignored] == 0)
+    assert leaf.grad[~ignored].abs().sum() > 0
+
+
+def test_gce_known_values():
+    logits, target = _noisy_batch(4)
+    valid = target != IGNORE
+    p = torch.sigmoid(logits[:, 0])[valid]
+    y = target[valid].float()
+    mae = (y - p).abs().mean()
+    assert generalized_ce_loss(logits, target, q=1.0).item() == pytest.approx(mae.item(), abs=1e-6)
+    bce = masked_bce_loss(logits, target)
+    assert generalized_ce_loss(logits, target, q=1e-4).item() == pytest.approx(bce.item(), rel=1e-3)
+    # p_y = sigmoid(0) = 1/2 everywhere: (1 - 0.5 ** 0.5) / 0.5 = 2 - sqrt(2).
+    zero = torch.zeros(1, 1, 2, 2)
+    labels = torch.tensor([[[0, 1], [IGNORE, 1]]], dtype=torch.uint8)
+    assert generalized_ce_loss(zero, labels, q=0.5).item() == pytest.approx(2 - math.sqrt(2), abs=1e-6)
+    with pytest.raises(ValueError, match="q"):
+        generalized_ce_loss(zero, labels, q=0.0)
+
+
+def test_loss_registry_and_shape_errors():
+    with pytest.raises(RegistryError, match="dice_ce"):
+        LOSSES.get("dise_ce")
+    with pytest.raises(ConfigError, match=r"segmenter.loss.*dice_ce"):
+        SegmenterConfig(loss="dise_ce")
+    with pytest.raises(ValueError, match="does not match"):
+        masked_dice_ce_loss(torch.zeros(1, 1, 4, 4), torch.zeros(1, 8, 8, dtype=torch.uint8))
+
+
+@pytest.mark.parametrize("name", LOSSES.names())
+def test_build_loss_binds_every_parameter_from_the_config(name):
+    # A loss parameter without a config field would silently keep its default: fail here instead.
+    cfg = SegmenterConfig(loss=name)
+    params = list(inspect.signature(LOSSES.get(name)).parameters)[2:]
+    fields = {f.name for f in dataclasses.fields(cfg)}
+    assert all(p in fields or f"{name}_{p}" in fields for p in params)
+    bound = build_loss(dataclasses.replace(cfg, gce_q=1.0, dice_weight=0.0, ce_weight=1.0))
+    logits, target = _noisy_batch(5)
+    expected = (
+        generalized_ce_loss(logits, target, q=1.0) if name == "gce" else masked_bce_loss(logits, target)
+    )
+    assert bound(logits, target).item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------ model
+@pytest.mark.parametrize("arch", ["unet", "fpn"])
+@pytest.mark.parametrize("in_channels", [1, 3])
+def test_create_segmenter_output_shape(arch, in_channels):
+    model = create_segmenter(SegmenterConfig(arch=arch, in_channels=in_channels, **TINY)).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, in_channels, 64, 64))
+    assert out.shape == (2, 1, 64, 64)
+
+
+def test_create_segmenter_errors():
+    with pytest.raises(ConfigError, match=r"segmenter.arch.*unet"):
+        create_segmenter(SegmenterConfig(arch="unte", **TINY))
+    with pytest.raises(ConfigError, match=r"segmenter.encoder.*resnet18"):
+        create_segmenter(SegmenterConfig(arch="unet", **{**TINY, "encoder": "resnet181"}))
+    with pytest.raises(ConfigError, match=r"segmenter.decoder_channels"):
+        create_segmenter(SegmenterConfig(encoder_depth=3, decoder_channels=(32, 16)))
+    with pytest.raises(ConfigError, match=r"segmenter\.encoder_depth.*fpn"):
+        create_segmenter(SegmenterConfig(arch="fpn", encoder_depth=2, decoder_channels=(8, 8)))
+
+
+def test_local_encoder_weights_are_loaded(tmp_path):
+    cfg = SegmenterConfig(**TINY)
+    source = create_segmenter(cfg)
+    # A whole smp model's state dict: keys carry an ``encoder.`` prefix that the loader strips.
+    path = tmp_path / "model.pt"
+    torch.save(source.state_dict(), path)
+    fresh = create_segmenter(dataclasses.replace(cfg, encoder_weights_path=str(path)))
+    for key, value in source.encoder.state_dict().items():
+        assert torch.equal(fresh.encoder.state_dict()[key], value), key
+    assert not torch.equal(
+        fresh.decoder.state_dict()["blocks.0.conv1.0.weight"],
+        source.decoder.state_dict()["blocks.0.conv1.0.weight"],
+    )
+    # The module reads the file only through from_config (a checkpoint reload never needs it).
+    module = SegmenterModule.from_config(dataclasses.replace(cfg, encoder_weights_path=str(path)))
+    assert torch.equal(module.model.encoder.conv1.weight, source.encoder.conv1.weight)
+
+    # A classifier trained with backbone smp:resnet18 (Lightning checkpoint) seeds the segmenter's encoder.
+    from medseg_weak.classify.model import Classifier
+
+    classifier = Classifier.create("smp:resnet18", in_channels=1, num_classes=2)
+    ckpt = tmp_path / "classifier.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in classifier.state_dict().items()}}, ckpt)
+    missing, _ = load_encoder_weights_from(fresh.encoder, ckpt)
+    assert not missing
+    assert torch.equal(fresh.encoder.conv1.weight, classifier.backbone.body.conv1.weight)
+
+    with pytest.raises(InputError, match=r"not found.*encoder_weights_path"):
+        load_encoder_weights_from(fresh.encoder, tmp_path / "missing.pt")
+    unrelated = tmp_path / "unrelated.pt"
+    torch.save({"head.weight": torch.zeros(3, 3)}, unrelated)
+    with pytest.raises(InputError, match=r"no tensor matches.*encoder_weights_path"):
+        load_encoder_weights_from(fresh.encoder, unrelated)
+
+
+# ----------------------------------------------------------------------------------------- self-training
+def test_self_train_targets_cases():
+    c = 0.9
+    probs = torch.tensor([[0.95, 0.95, 0.05, 0.05, 0.5, 0.5, 0.95, 0.5, 0.9, 0.1]])
+    cam = torch.tensor([[IGNORE, 1, 0, 1, 0, 1, 0, IGNORE, IGNORE, IGNORE]], dtype=torch.uint8)
+    expected = torch.tensor(
+        [
+            [
+                1,  # confident seg, unlabelled CAM -> seg
+                1,  # both agree
+                0,  # both agree
+                IGNORE,  # confident disagreement
+                0,  # unsure seg keeps the CAM label
+                1,
+                IGNORE,  # confident disagreement
+                IGNORE,  # neither is confident
+                1,  # p == c counts as confident (>=)
+                0,  # p == 1 - c counts as confident (<=)
+            ]
+        ],
+        dtype=torch.uint8,
+    )
+    out = self_train_targets(probs, cam, c)
+    assert out.dtype == torch.uint8
+    assert torch.equal(out, expected)
+    with pytest.raises(ValueError, match="confidence"):
+        self_train_targets(probs, cam, 0.5)
+    with pytest.raises(ValueError, match="differ"):
+        self_train_targets(probs[:, :3], cam, c)
+
+
+# ------------------------------------------------------------------------------------------------ config
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("encoder_depth", 0),
+        ("decoder_channels", ()),
+        ("in_channels", 0),
+        ("gce_q", 0.0),
+        ("gce_q", 1.5),
+        ("lr", 0.0),
+        ("weight_decay", -1.0),
+        ("epochs", 0),
+        ("batch_size", 0),
+        ("self_training_rounds", -1),
+        ("confidence", 0.5),
+        ("monitor", ""),
+        ("dice_weight", -1.0),
+    ],
+)
+def test_config_validation(field, value):
+    with pytest.raises(ConfigError, match=f"segmenter.{field}"):
+        SegmenterConfig(**{field: value})
+
+
+def test_config_round_trips_through_the_module():
+    cfg = SegmenterConfig(arch="fpn", loss="gce", **TINY)
+    assert SegmenterModule(to_dict(cfg)).cfg == cfg
+
+
+# ------------------------------------------------------------------------------------------------ training
+class _Squares(Dataset):
+    """Bright squares on noise: target = square with an ignored ring at its border and ignored specks."""
+
+    def __init__(self, n: int, seed: int, size: int = 32) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.items = []
+        for _ in range(n):
+            mask = torch.zeros(size, size, dtype=torch.uint8)
+            side = int(torch.randint(8, 16, (1,), generator=g))
+            y, x = (int(v) for v in torch.randint(0, size - side, (2,), generator=g))
+            mask[y : y + side, x : x + side] = 1
+            image = 0.3 * torch.randn(1, size, size, generator=g) + mask.float()
+            target = mask.clone()
+            ring = F.max_pool2d(mask[None].float(), 3, 1, 1)[0] - (
+                -F.max_pool2d(-mask[None].float(), 3, 1, 1)[0]
+            )
+            target[ring > 0] = IGNORE  # the CAM is unsure at the border
+            target[torch.rand(size, size, generator=g) < 0.05] = IGNORE
+            self.items.append({"image": image, "target": target, "mask": mask, "domain": 0})
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.items[i]
+
+
+class _StepLosses(L.Callback):
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.losses.append(float(outputs["loss"]))
+
+
+def test_fit_on_synthetic_squares_learns(tmp_path):
+    L.seed_everything(0, verbose=False)
+    cfg = SegmenterConfig(lr=1e-2, epochs=2, batch_size=4, **TINY)
+    module = SegmenterModule.from_config(cfg)
+    losses = _StepLosses()
+    trainer = L.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[losses],
+    )
+    train = DataLoader(_Squares(48, seed=0), batch_size=cfg.batch_size, shuffle=True)
+    val = DataLoader(_Squares(8, seed=1), batch_size=8)
+    trainer.fit(module, train, val)
+    assert sum(losses.losses[-3:]) < sum(losses.losses[:3])
+    metrics = trainer.callback_metrics
+    assert metrics["val/dice"] > 0.5
+    assert metrics["val/gt_dice"] > 0.5
+    # The cosine schedule set the last epoch's rate as a pure function of the epoch.
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(cfg.lr * 0.5)
+    probs = trainer.predict(module, val)[0]
+    # A checkpoint reloads from its plain-dict hyper-parameters alone (no encoder weights file needed).
+    trainer.save_checkpoint(tmp_path / "last.ckpt")
+    reloaded = SegmenterModule.load_from_checkpoint(tmp_path / "last.ckpt").eval()
+    assert reloaded.cfg == cfg
+    with torch.no_grad():
+        again = reloaded.predict_step(next(iter(val)), 0)
+    assert torch.allclose(again, probs, atol=1e-5)
+    assert probs.shape == (8, 32, 32) and probs.min() >= 0 and probs.max() <= 1
