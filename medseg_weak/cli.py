@@ -18,7 +18,7 @@ from rich.table import Table
 
 from medseg_weak import __version__
 from medseg_weak.config import Config, load_config
-from medseg_weak.errors import MedsegError
+from medseg_weak.errors import InputError, MedsegError
 
 # Outside a terminal rich assumes 80 columns, which truncates tables and breaks file paths across
 # lines in logs; errors must stay one greppable line.
@@ -301,6 +301,8 @@ def cmd_cams(args: argparse.Namespace) -> int:
     from medseg_weak.rundir import RunDir
 
     config_path = args.config
+    if args.run is not None and not (args.run / "config.yaml").is_file() and args.checkpoint is None:
+        raise InputError(args.run, "not a run directory (no config.yaml); train a classifier there first")
     if config_path is None and args.run is not None and (args.run / "config.yaml").is_file():
         config_path = args.run / "config.yaml"
     overrides = list(args.overrides) + ([f"data.manifest={args.manifest}"] if args.manifest else [])

@@ -170,3 +170,9 @@ def test_train_classifier_via_cli(synth_mammo, tmp_path):
     )
     assert result.returncode == 3 and "made by a different config" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_cams_on_a_folder_that_is_not_a_run(tmp_path):
+    result = run("cams", "--run", str(tmp_path / "nothing"))
+    assert result.returncode == 2 and "not a run directory" in result.stderr
+    assert not (tmp_path / "nothing").exists()  # nothing generated into a mistyped path
