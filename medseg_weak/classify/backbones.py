@@ -158,7 +158,7 @@ def load_weights(backbone: Backbone, path: str | Path) -> tuple[list[str], list[
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise InputError(path, "is not a state dict of tensors")
     target = backbone.body.state_dict()
-    state = _match_keys(state, target)
+    state = match_state_keys(state, target)
     usable = {}
     for key, value in state.items():
         if key not in target:
@@ -177,7 +177,9 @@ def load_weights(backbone: Backbone, path: str | Path) -> tuple[list[str], list[
     return list(result.missing_keys), sorted(set(state) - set(usable))
 
 
-def _match_keys(state: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def match_state_keys(
+    state: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """Strip / add known prefixes until the most keys match the target."""
     best, best_hits = state, len(set(state) & set(target))
     candidates = [state]

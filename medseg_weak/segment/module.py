@@ -19,8 +19,8 @@ import torch
 from torch import Tensor, nn
 from torchmetrics.classification import BinaryF1Score
 
-# The classifier's prefix matcher (private there): one implementation of the checkpoint formats we read.
-from medseg_weak.classify.backbones import _match_keys as match_state_keys
+# One implementation of the checkpoint key formats we read, shared with the classifier.
+from medseg_weak.classify.backbones import match_state_keys
 from medseg_weak.classify.module import cosine_lr
 from medseg_weak.config import SegmenterConfig, from_dict, to_dict
 from medseg_weak.errors import ConfigError, InputError
