@@ -339,6 +339,11 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     for name, seconds in timings.items():
         table.add_row(name, f"{seconds:.1f}")
     console.print(table)
+    from medseg_weak.rundir import RunDir
+
+    summary = RunDir.for_config(cfg, args.run_dir).stage("eval") / "dice_by_hospital.md"
+    if summary.is_file():  # the method's central question, answered where the user is looking
+        console.print(summary.read_text(), markup=False, highlight=False)
     return 0
 
 

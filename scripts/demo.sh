@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the built-in demo data: generate the multi-hospital benchmark, check and preview it,
-# train the density classifier (stage 1) and turn its CAMs into pseudo-masks (stage 2), scored against
-# the ground truth. Grows with the pipeline (segment -> evaluate).
+# run the pipeline: density classifier -> CAM pseudo-masks -> UNet on them (and an oracle UNet on the
+# truth) -> evaluation on the test images.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
@@ -12,8 +12,8 @@ out=runs/demo
 medseg-weak synth mammo --out "$out/data" --config "$config"
 medseg-weak data check "$out/data/manifest.csv"
 medseg-weak data preview "$out/data/manifest.csv" --out "$out/preview_mammo.png"
-medseg-weak pipeline --config "$config"   # classifier -> CAM pseudo-masks (skips finished stages)
+medseg-weak pipeline --config "$config"   # classifier -> CAMs -> UNet (+ oracle) -> eval; skips finished stages
 medseg-weak synth fundus --out "$out/fundus" --n-per-hospital 12 --hospitals 3 --size 256 --seed 0 --workers 2
 medseg-weak data check "$out/fundus/manifest.csv"
 medseg-weak data preview "$out/fundus/manifest.csv" --out "$out/preview_fundus.png" --set data.kind=fundus
-echo "demo done: previews in $out/, classifier metrics in $out/classifier/metrics.json, CAM overlays in $out/cams/overlay/"
+echo "demo done: previews in $out/, classifier metrics in $out/classifier/, CAM overlays in $out/cams/overlay/, held-out tables in $out/eval/"
