@@ -31,7 +31,7 @@ def run_pipeline(
     from medseg_weak.data.prepare import prepare
     from medseg_weak.evaluate.heldout import evaluate_heldout
     from medseg_weak.explain.stage import run_cams_stage
-    from medseg_weak.segment.train import train_segmenter
+    from medseg_weak.segment.train import train_all_segmenters, train_segmenter
 
     begin = time.perf_counter()
     run = RunDir.for_config(cfg, run_dir)
@@ -44,7 +44,7 @@ def run_pipeline(
             "cams",
             lambda: run_cams_stage(cfg, manifest, run, evaluate=has_truth, force=force, progress=progress),
         ),
-        ("segmenter", lambda: train_segmenter(cfg, manifest, run, "cams", force=force, progress=progress)),
+        ("segmenter", lambda: train_all_segmenters(cfg, manifest, run, force=force, progress=progress)),
     ]
     if has_truth:
         stages += [

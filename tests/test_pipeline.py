@@ -29,3 +29,34 @@ def test_pipeline_runs_every_stage_then_skips(synth_mammo, tmp_path):
     stamp = (run_dir / "cams" / "index.csv").stat().st_mtime_ns
     assert main(args) == 0  # every stage complete and matching: nothing is redone
     assert (run_dir / "cams" / "index.csv").stat().st_mtime_ns == stamp
+
+
+def test_self_training_round_adds_a_row(synth_mammo, tmp_path):
+    import numpy as np
+    from PIL import Image as PILImage
+
+    run_dir = tmp_path / "run"
+    args = [
+        "pipeline",
+        "-q",
+        "--run-dir",
+        str(run_dir),
+        "--set",
+        f"data.manifest={synth_mammo}",
+        "--set",
+        "data.image_size=32",
+        "--set",
+        "classifier.epochs=1",
+        "--set",
+        "segmenter.encoder_depth=3",
+        "--set",
+        "segmenter.decoder_channels=[16, 8, 8]",
+        "--set",
+        "segmenter.epochs=1",
+        "--set",
+        "segmenter.self_training_rounds=1",
+    ]
+    assert main(args) == 0
+    targets = sorted((run_dir / "segmenter_self1" / "targets").glob("*.png"))
+    assert targets and set(np.unique(np.asarray(PILImage.open(targets[0])))) <= {0, 1, 255}
+    assert "| unet_self |" in (run_dir / "eval" / "dice_by_hospital.md").read_text()

@@ -22,7 +22,7 @@ from medseg_weak.evaluate.metrics import segmentation_metrics
 from medseg_weak.io_utils import atomic_write_text
 from medseg_weak.rundir import RunDir
 from medseg_weak.segment.module import SegmenterModule
-from medseg_weak.segment.train import STAGES, split_dataset
+from medseg_weak.segment.train import STAGES, self_training_stage, split_dataset
 from medseg_weak.tables import Table
 
 METRICS = ("dice", "iou", "hd95")
@@ -41,10 +41,10 @@ def evaluate_heldout(cfg: Config, manifest: Manifest, run: RunDir) -> list[dict[
     data = split_dataset(cfg, manifest, run, "test", "cams")
     if any(r.mask_path == "" for r in data.base.records):
         raise InputError(manifest.source, "evaluate needs ground-truth masks (mask_path) for the test images")
-    models = {
-        name: _segmenter(run, STAGES[source])
-        for name, source in (("unet_cam", "cams"), ("unet_truth", "truth"))
-    }
+    stages = {"unet_cam": STAGES["cams"], "unet_truth": STAGES["truth"]}
+    if cfg.segmenter.self_training_rounds > 0:
+        stages["unet_self"] = self_training_stage(cfg.segmenter.self_training_rounds)
+    models = {name: _segmenter(run, stage) for name, stage in stages.items()}
     rows = []
     for i in range(len(data)):
         item = data[i]

@@ -17,17 +17,28 @@ from medseg_weak.data.dataset import PreprocessedDataset, preprocessed_from_cach
 from medseg_weak.data.io import read_mask
 from medseg_weak.errors import InputError
 
-Source = Literal["cams", "truth"]
+Source = Literal["cams", "truth", "self"]
 
 
 class SegmentationDataset(Dataset):
     """Items: ``image`` [C,H,W], ``target`` [H,W] uint8 {0,1,255}, ``region``, ``domain``, ``index`` and,
     where the manifest has one, ``mask`` (ground truth, 0/1) for evaluation."""
 
-    def __init__(self, base: PreprocessedDataset, source: Source, cams_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        base: PreprocessedDataset,
+        source: Source,
+        cams_dir: Path | None = None,
+        targets_dir: Path | None = None,
+    ) -> None:
+        """``source``: "cams" (pseudo-masks in original geometry under ``cams_dir/mask``), "truth" (the
+        manifest's masks) or "self" (self-training targets already in model geometry in ``targets_dir``)."""
         self.base = base
         self.source = source
         self.cams_dir = Path(cams_dir) if cams_dir is not None else None
+        self.targets_dir = Path(targets_dir) if targets_dir is not None else None
+        if source == "self" and self.targets_dir is None:
+            raise ValueError("source 'self' needs targets_dir")
         if source == "cams":
             if self.cams_dir is None:
                 raise ValueError("source 'cams' needs cams_dir")
@@ -40,7 +51,7 @@ class SegmentationDataset(Dataset):
                     self.cams_dir,
                     f"no pseudo-mask for {len(missing)} image(s): {shown}; run medseg-weak cams",
                 )
-        elif any(base.manifest.mask_path(r) is None for r in base.records):
+        elif source == "truth" and any(base.manifest.mask_path(r) is None for r in base.records):
             raise InputError(base.manifest.source, "source 'truth' needs a mask_path for every image")
 
     def __len__(self) -> int:
@@ -50,6 +61,8 @@ class SegmentationDataset(Dataset):
         if self.source == "truth":
             return arrays["mask"].astype(np.uint8)
         record = self.base.records[index]
+        if self.source == "self":
+            return read_mask(self.targets_dir / f"{record.id}.png").astype(np.uint8)
         path = self.cams_dir / "mask" / f"{record.id}.png"
         pre = preprocessed_from_cache(arrays, geometry)
         pseudo = read_mask(path)

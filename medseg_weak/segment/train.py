@@ -6,14 +6,18 @@ Same conventions as the classifier stage: best and last checkpoints, CSV logs, r
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from PIL import Image as PILImage
 from torch.utils.data import DataLoader
 
 from medseg_weak.classify.train import quiet_lightning
@@ -23,17 +27,21 @@ from medseg_weak.data.datamodule import EpochSeededSampler
 from medseg_weak.data.dataset import PreprocessedDataset
 from medseg_weak.data.manifest import Manifest
 from medseg_weak.errors import InputError
-from medseg_weak.io_utils import atomic_write_text
+from medseg_weak.io_utils import atomic_write_bytes, atomic_write_text
 from medseg_weak.rundir import RunDir, stage_config
 from medseg_weak.segment.data import SegmentationDataset, Source
-from medseg_weak.segment.module import SegmenterModule
+from medseg_weak.segment.module import SegmenterModule, self_train_targets
 
 log = logging.getLogger(__name__)
 STAGES: dict[Source, str] = {"cams": "segmenter", "truth": "oracle"}
 
 
+def self_training_stage(round_: int) -> str:
+    return f"segmenter_self{round_}"
+
+
 def split_dataset(
-    cfg: Config, manifest: Manifest, run: RunDir, split: str, source: Source
+    cfg: Config, manifest: Manifest, run: RunDir, split: str, source: Source, targets_dir: Path | None = None
 ) -> SegmentationDataset:
     records = [r for r in manifest.records if r.split == split]
     if not records:
@@ -42,7 +50,7 @@ def split_dataset(
     base = PreprocessedDataset(
         manifest.subset(records), cfg.data.kind, cfg.data.image_size, cache, manifest.domains
     )
-    return SegmentationDataset(base, source, run.stage("cams"))
+    return SegmentationDataset(base, source, run.stage("cams"), targets_dir)
 
 
 def train_segmenter(
@@ -52,19 +60,29 @@ def train_segmenter(
     source: Source = "cams",
     force: bool = False,
     progress: bool = True,
+    round_: int = 0,
 ) -> dict[str, Any]:
-    stage = STAGES[source]
+    """Round 0 trains on CAM pseudo-masks ("cams") or the truth; round r >= 1 ("self") on the targets
+    derived from round r - 1's confident predictions merged with the CAM masks."""
+    stage = self_training_stage(round_) if source == "self" else STAGES[source]
+    targets_dir = run.stage(stage) / "targets" if source == "self" else None
     relevant = stage_config(cfg, "data", "segmenter")
+    # How many rounds follow does not change this round; the confidence only matters from round 1.
+    relevant["segmenter"].pop("self_training_rounds")
+    if source != "self":
+        relevant["segmenter"].pop("confidence")
     relevant["source"] = source
-    if source == "cams":  # new pseudo-masks invalidate the segmenter trained on the old ones
+    if source != "truth":  # new pseudo-masks invalidate the segmenters trained on the old ones
         relevant["cams_index_sha256"] = file_digest(run.stage("cams") / "index.csv")
     out = run.stage(stage)
     if run.begin_stage(stage, relevant, force=force):
         return json.loads((out / "metrics.json").read_text())
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     seg = cfg.segmenter
-    train = split_dataset(cfg, manifest, run, "train", source)
-    val = split_dataset(cfg, manifest, run, "val", source)
+    if source == "self":
+        write_self_training_targets(cfg, manifest, run, round_, targets_dir)
+    train = split_dataset(cfg, manifest, run, "train", source, targets_dir)
+    val = split_dataset(cfg, manifest, run, "val", source, targets_dir)
     loaders = (
         DataLoader(
             train,
@@ -109,4 +127,37 @@ def train_segmenter(
     }
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     run.complete_stage(stage, relevant, best_checkpoint=best.name)
+    return metrics
+
+
+def previous_checkpoint(run: RunDir, round_: int) -> Path:
+    stage = STAGES["cams"] if round_ == 1 else self_training_stage(round_ - 1)
+    return run.stage(stage) / "best.ckpt"
+
+
+@torch.no_grad()
+def write_self_training_targets(cfg: Config, manifest: Manifest, run: RunDir, round_: int, out: Path) -> None:
+    """Relabel train and val images: the previous round's confident pixels merged with the CAM masks."""
+    model = SegmenterModule.load_from_checkpoint(
+        previous_checkpoint(run, round_), map_location="cpu", weights_only=False
+    ).eval()
+    for split in ("train", "val"):
+        data = split_dataset(cfg, manifest, run, split, "cams")
+        for i in range(len(data)):
+            item = data[i]
+            probs = torch.sigmoid(model(item["image"][None]))[:, 0]
+            target = self_train_targets(probs, item["target"][None], cfg.segmenter.confidence)[0]
+            target[~item["region"]] = 0  # outside the breast stays background
+            buf = io.BytesIO()
+            PILImage.fromarray(target.numpy().astype(np.uint8)).save(buf, format="PNG")
+            atomic_write_bytes(out / f"{data.base.records[i].id}.png", buf.getvalue())
+
+
+def train_all_segmenters(
+    cfg: Config, manifest: Manifest, run: RunDir, force: bool = False, progress: bool = True
+) -> dict[str, Any]:
+    """The CAM-trained segmenter and its self-training rounds (``segmenter.self_training_rounds``)."""
+    metrics = train_segmenter(cfg, manifest, run, "cams", force=force, progress=progress)
+    for round_ in range(1, cfg.segmenter.self_training_rounds + 1):
+        metrics = train_segmenter(cfg, manifest, run, "self", force=force, progress=progress, round_=round_)
     return metrics
