@@ -121,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common(cams)
     cams.set_defaults(func=cmd_cams)
 
+    ev = verbs.add_parser("evaluate", help="score CAM masks, UNet on CAMs and the oracle on the test images")
+    ev.add_argument("--run", type=Path, required=True, help="run directory made by `medseg-weak pipeline`")
+    _common(ev)
+    ev.set_defaults(func=cmd_evaluate)
+
     pipe = verbs.add_parser("pipeline", help="run every stage (data, classifier, CAMs) in one run directory")
     pipe.add_argument("--run-dir", type=Path, help="run directory (default: <runs_dir>/<name>)")
     pipe.add_argument("--force", action="store_true", help="discard stage outputs made by a different config")
@@ -325,6 +330,20 @@ def cmd_cams(args: argparse.Namespace) -> int:
     for name in ("selection.md", "quality_by_hospital.md", "quality_by_class.md"):
         if (out / name).is_file():
             console.print((out / name).read_text(), markup=False, highlight=False)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from medseg_weak.data.prepare import prepare
+    from medseg_weak.evaluate.heldout import evaluate_heldout, summary_markdown
+    from medseg_weak.rundir import RunDir
+
+    if not (args.run / "config.yaml").is_file():
+        raise InputError(args.run, "not a run directory (no config.yaml); run medseg-weak pipeline first")
+    cfg = load_config(args.config or args.run / "config.yaml", args.overrides)
+    run = RunDir.for_config(cfg, args.run)
+    evaluate_heldout(cfg, prepare(cfg, run), run)
+    console.print(summary_markdown(run.stage("eval")), markup=False, highlight=False)
     return 0
 
 

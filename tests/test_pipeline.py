@@ -26,6 +26,8 @@ def test_pipeline_runs_every_stage_then_skips(synth_mammo, tmp_path):
     dice = (run_dir / "eval" / "dice_by_hospital.md").read_text()
     assert all(f"| {m} |" in dice for m in ("cam", "unet_cam", "unet_truth"))
     assert dice.splitlines()[0].endswith("| all |")
+    assert main(["evaluate", "-q", "--run", str(run_dir)]) == 0  # the evaluation alone, again
+    assert "| unet_truth |" in (run_dir / "eval" / "dice_by_class.md").read_text()
     stamp = (run_dir / "cams" / "index.csv").stat().st_mtime_ns
     assert main(args) == 0  # every stage complete and matching: nothing is redone
     assert (run_dir / "cams" / "index.csv").stat().st_mtime_ns == stamp
