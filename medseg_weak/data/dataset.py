@@ -99,7 +99,11 @@ class PreprocessedDataset(Dataset):
         return self.cache.get_or_compute(key, compute)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        arrays, _ = self.load(index)
+        return self.item(index, self.load(index)[0])
+
+    def item(self, index: int, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+        """The training item built from already loaded arrays, for callers that also need the
+        arrays or geometry (CAM generation, segmentation targets) and must not load twice."""
         record = self.records[index]
         pixels = torch.from_numpy(arrays["pixels"])
         image = pixels.permute(2, 0, 1) if pixels.ndim == 3 else pixels.unsqueeze(0)

@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from medseg_weak.config import Config
@@ -104,8 +103,3 @@ def summary_markdown(out: Path) -> str:
         (out / f"{name}.md").read_text() for name in ("dice_by_hospital", "hd95_by_hospital", "dice_by_class")
     ]
     return "\n".join(parts)
-
-
-def mean_dice(rows: list[dict[str, Any]], method: str) -> float:
-    values = [r["dice"] for r in rows if r["method"] == method]
-    return float(np.mean(values)) if values else float("nan")

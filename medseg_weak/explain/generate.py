@@ -137,7 +137,7 @@ def generate_cams(
     for start in range(0, len(todo), cfg.cams.batch_size):
         chunk = todo[start : start + cfg.cams.batch_size]
         loaded = [dataset.load(i) for i in chunk]
-        images = torch.stack([dataset[i]["image"] for i in chunk]).to(device)
+        images = torch.stack([dataset.item(i, a)["image"] for i, (a, _) in zip(chunk, loaded)]).to(device)
         cams = (
             compute_cams(
                 model,

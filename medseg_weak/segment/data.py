@@ -71,7 +71,7 @@ class SegmentationDataset(Dataset):
         return pre.to_model(pseudo, order=0).astype(np.uint8)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        item = self.base[index]
         arrays, geometry = self.base.load(index)
+        item = self.base.item(index, arrays)
         item["target"] = torch.from_numpy(self._target(index, arrays, geometry))
         return item
