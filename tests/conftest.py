@@ -70,3 +70,17 @@ def trained_run(synth_mammo, tmp_path_factory):
     ]
     assert main(["train-classifier", "-q", "--run-dir", str(run_dir), *overrides]) == 0
     return overrides, run_dir
+
+
+def tiny_args(manifest: Path, *overrides: str) -> list[str]:
+    """CLI ``--set`` options for a tiny run on ``manifest``: 32 px, one epoch, a shallow UNet."""
+    tiny = [
+        f"data.manifest={manifest}",
+        "data.image_size=32",
+        "classifier.epochs=1",
+        "segmenter.encoder_depth=3",
+        "segmenter.decoder_channels=[16, 8, 8]",
+        "segmenter.epochs=1",
+        *overrides,
+    ]
+    return [arg for option in tiny for arg in ("--set", option)]

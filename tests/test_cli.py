@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from medseg_weak.cli import main
+from tests.conftest import tiny_args
 
 EXE = Path(sys.executable).parent / "medseg-weak"
 
@@ -143,12 +144,7 @@ def test_train_classifier_via_cli(synth_mammo, tmp_path):
         str(run_dir),
         "--test-domain",
         "H1",
-        "--set",
-        f"data.manifest={synth_mammo}",
-        "--set",
-        "data.image_size=32",
-        "--set",
-        "classifier.epochs=1",
+        *tiny_args(synth_mammo),
     ]
     assert main(args) == 0
     assert (run_dir / "config.yaml").is_file() and (run_dir / "env.json").is_file()

@@ -1,22 +1,12 @@
 import json
 
 from medseg_weak.cli import main
+from tests.conftest import tiny_args
 
 
 def test_pipeline_runs_every_stage_then_skips(synth_mammo, tmp_path):
     run_dir = tmp_path / "run"
-    args = [
-        "pipeline",
-        "-q",
-        "--run-dir",
-        str(run_dir),
-        "--set",
-        f"data.manifest={synth_mammo}",
-        "--set",
-        "data.image_size=32",
-        "--set",
-        "classifier.epochs=1",
-    ]
+    args = ["pipeline", "-q", "--run-dir", str(run_dir), *tiny_args(synth_mammo)]
     assert main(args) == 0
     timings = json.loads((run_dir / "timings.json").read_text())
     assert list(timings) == ["data", "classifier", "cams", "segmenter", "oracle", "eval"]
@@ -43,20 +33,7 @@ def test_self_training_round_adds_a_row(synth_mammo, tmp_path):
         "-q",
         "--run-dir",
         str(run_dir),
-        "--set",
-        f"data.manifest={synth_mammo}",
-        "--set",
-        "data.image_size=32",
-        "--set",
-        "classifier.epochs=1",
-        "--set",
-        "segmenter.encoder_depth=3",
-        "--set",
-        "segmenter.decoder_channels=[16, 8, 8]",
-        "--set",
-        "segmenter.epochs=1",
-        "--set",
-        "segmenter.self_training_rounds=1",
+        *tiny_args(synth_mammo, "segmenter.self_training_rounds=1"),
     ]
     assert main(args) == 0
     targets = sorted((run_dir / "segmenter_self1" / "targets").glob("*.png"))

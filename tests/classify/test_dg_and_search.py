@@ -5,21 +5,12 @@ import json
 import pytest
 
 from medseg_weak.cli import main
+from tests.conftest import tiny_args
 
 
 @pytest.fixture
 def common(synth_mammo):
-    return [
-        "-q",
-        "--set",
-        f"data.manifest={synth_mammo}",
-        "--set",
-        "data.image_size=32",
-        "--set",
-        "classifier.epochs=1",
-        "--set",
-        "classifier.batch_size=4",
-    ]
+    return ["-q", *tiny_args(synth_mammo, "classifier.batch_size=4")]
 
 
 @pytest.mark.slow
