@@ -31,8 +31,11 @@ def run_pipeline(
     from medseg_weak.data.prepare import prepare
     from medseg_weak.evaluate.heldout import evaluate_heldout
     from medseg_weak.explain.stage import run_cams_stage
+    from medseg_weak.segment.module import create_segmenter
     from medseg_weak.segment.train import train_all_segmenters, train_segmenter
 
+    # Fail on a mistyped segmenter architecture or encoder now, not after the classifier has trained.
+    create_segmenter(cfg.segmenter, load_encoder_weights=False)
     begin = time.perf_counter()
     run = RunDir.for_config(cfg, run_dir)
     run.write_provenance(cfg)

@@ -39,3 +39,9 @@ def test_self_training_round_adds_a_row(synth_mammo, tmp_path):
     targets = sorted((run_dir / "segmenter_self1" / "targets").glob("*.png"))
     assert targets and set(np.unique(np.asarray(PILImage.open(targets[0])))) <= {0, 1, 255}
     assert "| unet_self |" in (run_dir / "eval" / "dice_by_hospital.md").read_text()
+
+
+def test_mistyped_encoder_fails_before_any_stage(tmp_path):
+    run_dir = tmp_path / "run"
+    assert main(["pipeline", "-q", "--run-dir", str(run_dir), "--set", "segmenter.encoder=nope"]) == 3
+    assert not run_dir.exists()
