@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -121,13 +122,35 @@ def build_parser() -> argparse.ArgumentParser:
     _common(cams)
     cams.set_defaults(func=cmd_cams)
 
+    seg = verbs.add_parser("train-segmenter", help="train the UNet on a run's CAM pseudo-masks (stage 3)")
+    seg.add_argument("--run", type=Path, required=True, help="run directory holding cams/ (uses its config)")
+    seg.add_argument(
+        "--source",
+        choices=["cams", "truth"],
+        default="cams",
+        help="cams: pseudo-masks (+ self-training rounds) into segmenter/; truth: the oracle into oracle/",
+    )
+    seg.add_argument("--force", action="store_true", help="discard a segmenter made by a different config")
+    _common(seg)
+    seg.set_defaults(func=cmd_train_segmenter)
+
     ev = verbs.add_parser("evaluate", help="score CAM masks, UNet on CAMs and the oracle on the test images")
-    ev.add_argument("--run", type=Path, required=True, help="run directory made by `medseg-weak pipeline`")
+    ev.add_argument(
+        "--run", type=Path, required=True, help="run directory made by `medseg-weak pipeline` (or its folds)"
+    )
     _common(ev)
     ev.set_defaults(func=cmd_evaluate)
 
-    pipe = verbs.add_parser("pipeline", help="run every stage (data, classifier, CAMs) in one run directory")
+    pipe = verbs.add_parser(
+        "pipeline", help="run every stage (data, classifier, CAMs, UNet, evaluation) in one run directory"
+    )
     pipe.add_argument("--run-dir", type=Path, help="run directory (default: <runs_dir>/<name>)")
+    pipe.add_argument("--test-domain", help="hold this hospital out entirely (leave-one-domain-out)")
+    pipe.add_argument(
+        "--leave-one-out",
+        action="store_true",
+        help="hold out every hospital in turn (one pipeline per fold in <run>/folds/), pool the evaluations",
+    )
     pipe.add_argument("--force", action="store_true", help="discard stage outputs made by a different config")
     _common(pipe)
     pipe.set_defaults(func=cmd_pipeline)
@@ -242,7 +265,7 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
         overrides.append(f"data.test_domain={args.test_domain}")
     cfg = load_config(args.config, overrides)
     run = RunDir.for_config(cfg, args.run_dir)
-    run.write_provenance(cfg)
+    run.write_provenance(cfg, force=args.force)
     manifest = prepare(cfg, run)
     metrics = train_classifier(cfg, manifest, run, force=args.force, progress=not args.quiet)
     table = Table(title=f"classifier test metrics ({run.stage('classifier')})")
@@ -333,30 +356,83 @@ def cmd_cams(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_config(run: Path, args: argparse.Namespace) -> Config:
+    """The config a run directory was made with (``--set`` still applies on top)."""
+    if not (run / "config.yaml").is_file():
+        raise InputError(run, "not a run directory (no config.yaml); run medseg-weak pipeline first")
+    return load_config(args.config or run / "config.yaml", args.overrides)
+
+
+def cmd_train_segmenter(args: argparse.Namespace) -> int:
+    from medseg_weak.data.prepare import prepare
+    from medseg_weak.rundir import RunDir
+    from medseg_weak.segment.train import STAGES, train_all_segmenters, train_segmenter
+
+    cfg = _run_config(args.run, args)
+    run = RunDir.for_config(cfg, args.run)
+    manifest = prepare(cfg, run)
+    kwargs = {"force": args.force, "progress": not args.quiet}
+    if args.source == "truth":
+        metrics = train_segmenter(cfg, manifest, run, "truth", **kwargs)
+    else:
+        metrics = train_all_segmenters(cfg, manifest, run, **kwargs)
+    console.print(
+        f"segmenter in {run.stage(STAGES[args.source])}: best {metrics['monitor']} = {metrics['best_score']}"
+    )
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from medseg_weak.data.prepare import prepare
-    from medseg_weak.evaluate.heldout import evaluate_heldout, summary_markdown
+    from medseg_weak.evaluate.heldout import evaluate_folds, evaluate_heldout, summary_markdown
+    from medseg_weak.pipeline import fold_run
     from medseg_weak.rundir import RunDir
 
-    if not (args.run / "config.yaml").is_file():
-        raise InputError(args.run, "not a run directory (no config.yaml); run medseg-weak pipeline first")
-    cfg = load_config(args.config or args.run / "config.yaml", args.overrides)
+    cfg = _run_config(args.run, args)
     run = RunDir.for_config(cfg, args.run)
-    evaluate_heldout(cfg, prepare(cfg, run), run)
+    folds = run.root / "folds.json"
+    if folds.is_file():  # a leave-one-out run: rescore every fold, then pool them
+        domains = json.loads(folds.read_text())["held_out"]
+        for domain in domains:
+            fold = fold_run(run, domain)
+            fold_cfg = _run_config(fold.root, args)
+            evaluate_heldout(fold_cfg, prepare(fold_cfg, fold), fold)
+        labels = list(prepare(fold_cfg, fold).labels)
+        evaluate_folds(run, domains, labels)
+    else:
+        evaluate_heldout(cfg, prepare(cfg, run), run)
     console.print(summary_markdown(run.stage("eval")), markup=False, highlight=False)
     return 0
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
-    from medseg_weak.pipeline import run_pipeline
+    from medseg_weak.pipeline import run_leave_one_out, run_pipeline
 
-    cfg = resolve_config(args)
-    timings = run_pipeline(cfg, args.run_dir, force=args.force, progress=not args.quiet)
-    table = Table(title="pipeline stages")
-    table.add_column("stage")
-    table.add_column("seconds", justify="right")
-    for name, seconds in timings.items():
-        table.add_row(name, f"{seconds:.1f}")
+    overrides = list(args.overrides)
+    if args.test_domain is not None:
+        overrides.append(f"data.test_domain={args.test_domain}")
+    cfg = load_config(args.config, overrides)
+    kwargs = {"force": args.force, "progress": not args.quiet}
+    if args.leave_one_out:
+        timings = run_leave_one_out(cfg, args.run_dir, **kwargs)
+    else:
+        timings = run_pipeline(cfg, args.run_dir, **kwargs)
+    table = Table(title="pipeline stages (seconds)")
+    folds = {k: v for k, v in timings.items() if isinstance(v, dict)}
+    if folds:  # leave-one-out: one row per held-out hospital
+        stages = list(next(iter(folds.values())))
+        table.add_column("held out")
+        for stage in stages:
+            table.add_column(stage, justify="right")
+        for domain, fold in folds.items():
+            table.add_row(domain, *(f"{fold[s]:.1f}" for s in stages))
+        shared = ", ".join(f"{k} {v:.1f}" for k, v in timings.items() if not isinstance(v, dict))
+        table.caption = f"shared: {shared}"
+    else:
+        table.add_column("stage")
+        table.add_column("seconds", justify="right")
+        for name, seconds in timings.items():
+            table.add_row(name, f"{seconds:.1f}")
     console.print(table)
     from medseg_weak.rundir import RunDir
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from medseg_weak.config import Config, dump_config, to_dict
 from medseg_weak.errors import ConfigError
 from medseg_weak.io_utils import atomic_write_text
@@ -45,7 +47,21 @@ class RunDir:
     def stage(self, name: str) -> Path:
         return self.root / name
 
-    def write_provenance(self, cfg: Config) -> None:
+    def write_provenance(self, cfg: Config, force: bool = False) -> None:
+        """Store the resolved config, versions and seed; refuse a run made by another config.
+
+        Checked before any stage runs, so config.yaml always describes what the folder holds.
+        """
+        path = self.root / "config.yaml"
+        if path.is_file() and not force:
+            old = yaml.safe_load(path.read_text()) or {}
+            diff = [k for k in config_differences(old, to_dict(cfg)) if k != "runs_dir"]
+            if diff:
+                shown = ", ".join(diff[:8]) + (" ..." if len(diff) > 8 else "")
+                raise ConfigError(
+                    f"{self.root}: made by a different config (differs in {shown}); "
+                    "use another run directory or --force to redo the stages that differ"
+                )
         self.root.mkdir(parents=True, exist_ok=True)
         dump_config(cfg, self.root / "config.yaml")
         write_environment(self.root / "env.json", seed=cfg.seed)

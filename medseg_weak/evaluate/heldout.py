@@ -8,6 +8,7 @@ then aggregated per hospital and per density class (mean ± SE), with the worst 
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -60,11 +61,39 @@ def evaluate_heldout(cfg: Config, manifest: Manifest, run: RunDir) -> list[dict[
             rows.append(
                 {"id": record.id, "domain": record.domain, "label": record.label, "method": method, **scores}
             )
-    write_tables(rows, run.stage("eval"), list(manifest.labels))
+    write_tables(rows, run.stage("eval"), list(manifest.labels), scope=_scope(cfg))
     return rows
 
 
-def write_tables(rows: list[dict[str, Any]], out: Path, labels: list[str] | None = None) -> None:
+def _scope(cfg: Config) -> str:
+    held_out = cfg.data.test_domain
+    return f"held-out hospital {held_out}" if held_out else "test images of the training hospitals"
+
+
+def evaluate_folds(run: RunDir, domains: list[str], labels: list[str]) -> list[dict[str, Any]]:
+    """Pool the leave-one-out folds' held-out scores: columns become the held-out hospitals."""
+    from medseg_weak.pipeline import fold_run
+
+    paths = {d: fold_run(run, d).stage("eval") / "per_image.csv" for d in domains}
+    missing = [d for d, p in paths.items() if not p.is_file()]
+    if missing:
+        raise InputError(
+            run.root / "folds",
+            f"no evaluation for held-out {', '.join(missing)}; rerun the leave-one-out pipeline to finish",
+        )
+    rows = [row for d in domains for row in read_per_image(paths[d]) if row["domain"] == d]
+    write_tables(rows, run.stage("eval"), labels, scope="leave-one-out: each column's hospital held out")
+    return rows
+
+
+def read_per_image(path: Path) -> list[dict[str, Any]]:
+    with path.open(newline="") as f:
+        return [{**r, **{m: float(r[m]) for m in ("dice", "iou", "hd95", "assd")}} for r in csv.DictReader(f)]
+
+
+def write_tables(
+    rows: list[dict[str, Any]], out: Path, labels: list[str] | None = None, scope: str = "test images"
+) -> None:
     """Per-image scores -> tables (rows = method; columns = hospital or class, plus all images)."""
     out.mkdir(parents=True, exist_ok=True)
 
@@ -72,16 +101,18 @@ def write_tables(rows: list[dict[str, Any]], out: Path, labels: list[str] | None
         values = [(r["method"], group, r[metric]) for group in order for r in rows if r[key] == group]
         values += [(r["method"], "all", r[metric]) for r in rows]
         # Images are not paired across columns, so no per-row "average" column: "all" pools the images.
-        return Table.from_values(title, values, average_column=None)
+        return Table.from_values(f"{title} ({scope})", values, average_column=None)
 
     hospitals = sorted({r["domain"] for r in rows})
     for metric in METRICS:
-        t = table(f"{metric} by hospital (test images)", "domain", metric, hospitals)
+        t = table(f"{metric} by hospital", "domain", metric, hospitals)
         t.write(out, f"{metric}_by_hospital", plot=metric == "dice")
     classes = [
         c for c in (labels or sorted({r["label"] for r in rows})) if any(r["label"] == c for r in rows)
     ]
-    table("dice by density class (test images)", "label", "dice", classes).write(out, "dice_by_class")
+    for metric in METRICS:
+        t = table(f"{metric} by density class", "label", metric, classes)
+        t.write(out, f"{metric}_by_class", plot=metric == "dice")
     unet = [r for r in rows if r["method"] == "unet_cam"] or [r for r in rows if r["method"] == "cam"]
     ranked = sorted(unet, key=lambda r: r["dice"])
     cases = {
