@@ -122,10 +122,17 @@ class SegmenterConfig:
     weight_decay: float = 1e-4
     epochs: int = 10
     batch_size: int = 8
+    # Train on the pseudo-masks of these classes' images only (empty: all). The dense-class CAM is
+    # reliable on dense breasts and nearly empty on fatty ones, where "no CAM" is absence of evidence,
+    # not evidence of no dense tissue; the UNet carries what it learns from dense breasts to the rest.
+    pseudo_mask_classes: tuple[str, ...] = ()
     self_training_rounds: int = 0  # rounds of re-labelling with the segmenter's confident pixels
     confidence: float = 0.9  # self-training: p >= c is foreground, p <= 1 - c background
     monitor: str = "val/dice"
     monitor_mode: Literal["max", "min"] = "max"
+    patience: int = 0  # early-stopping patience in epochs (0 = off)
+    accelerator: str = "auto"
+    precision: str = "32-true"  # e.g. bf16-mixed or 16-mixed on a GPU
 
     def __post_init__(self) -> None:
         def fail(name: str, must: str) -> None:
@@ -164,6 +171,8 @@ class SegmenterConfig:
             fail("confidence", "in (0.5, 1]")
         if not self.monitor:
             fail("monitor", "a logged metric name such as val/dice")
+        if self.patience < 0:
+            fail("patience", ">= 0")
 
 
 @dataclass(frozen=True)

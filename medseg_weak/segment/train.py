@@ -15,7 +15,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from PIL import Image as PILImage
 from torch.utils.data import DataLoader
@@ -26,7 +26,7 @@ from medseg_weak.data.cache import ArrayCache, file_digest
 from medseg_weak.data.datamodule import EpochSeededSampler
 from medseg_weak.data.dataset import PreprocessedDataset
 from medseg_weak.data.manifest import Manifest
-from medseg_weak.errors import InputError
+from medseg_weak.errors import ConfigError, InputError
 from medseg_weak.io_utils import atomic_write_bytes, atomic_write_text
 from medseg_weak.rundir import RunDir, stage_config
 from medseg_weak.segment.data import SegmentationDataset, Source
@@ -44,6 +44,15 @@ def split_dataset(
     cfg: Config, manifest: Manifest, run: RunDir, split: str, source: Source, targets_dir: Path | None = None
 ) -> SegmentationDataset:
     records = [r for r in manifest.records if r.split == split]
+    trusted = cfg.segmenter.pseudo_mask_classes
+    if trusted and source != "truth" and split != "test":
+        unknown = sorted(set(trusted) - set(manifest.labels))
+        if unknown:
+            raise ConfigError(
+                f"'segmenter.pseudo_mask_classes' has {', '.join(unknown)}, not a label of "
+                f"{manifest.source}; valid: {', '.join(manifest.labels)}"
+            )
+        records = [r for r in records if r.label in trusted]
     if not records:
         raise InputError(manifest.source, f"no '{split}' images to train the segmenter on")
     cache = ArrayCache(cfg.data.cache_dir or run.root / "cache")
@@ -71,9 +80,15 @@ def train_segmenter(
     relevant["segmenter"].pop("self_training_rounds")
     if source != "self":
         relevant["segmenter"].pop("confidence")
+    if source == "truth":  # the oracle trains on every image's real mask
+        relevant["segmenter"].pop("pseudo_mask_classes")
     relevant["source"] = source
     if source != "truth":  # new pseudo-masks invalidate the segmenters trained on the old ones
-        relevant["cams_index_sha256"] = file_digest(run.stage("cams") / "index.csv")
+        index = run.stage("cams") / "index.csv"
+        if not index.is_file():
+            hint = f"run `medseg-weak cams --run {run.root}` first"
+            raise InputError(index, f"no CAM pseudo-masks in this run; {hint}")
+        relevant["cams_index_sha256"] = file_digest(index)
     out = run.stage(stage)
     if run.begin_stage(stage, relevant, force=force):
         return json.loads((out / "metrics.json").read_text())
@@ -102,13 +117,18 @@ def train_segmenter(
         save_last=True,
         enable_version_counter=False,
     )
+    callbacks: list[L.Callback] = [checkpoint]
+    if seg.patience > 0:
+        callbacks.append(EarlyStopping(monitor=seg.monitor, mode=seg.monitor_mode, patience=seg.patience))
     trainer = L.Trainer(
         default_root_dir=out,
         max_epochs=seg.epochs,
-        accelerator="auto",
+        accelerator=seg.accelerator,
         devices="auto",
-        deterministic=True,
-        callbacks=[checkpoint],
+        precision=seg.precision,
+        # CUDA has no deterministic bilinear-upsampling backward (FPN, DeepLabV3+ decoders): warn, not fail.
+        deterministic="warn",
+        callbacks=callbacks,
         logger=CSVLogger(out, name="logs", version=""),
         log_every_n_steps=1,
         enable_progress_bar=progress,

@@ -41,3 +41,49 @@ def test_missing_pseudo_masks_are_listed(cams_run, synth_mammo, tmp_path):
     base = PreprocessedDataset(manifest, "mammo", 48)
     with pytest.raises(InputError, match=f"no pseudo-mask for 2 image\\(s\\): {manifest.records[0].id}"):
         SegmentationDataset(base, "cams", cams_dir)
+
+
+def test_train_segmenter_verb(trained_run, tmp_path):
+    _, run_dir = trained_run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("cams"))
+    tiny = ["--set", "segmenter.encoder_depth=3", "--set", "segmenter.decoder_channels=[16,8,8]"]
+    verb = ["train-segmenter", "-q", "--run", str(copy), "--set", "segmenter.epochs=1", *tiny]
+    assert main(verb) == 2  # no CAMs yet: an InputError naming cams/index.csv, nothing trained
+    assert not (copy / "segmenter").exists()
+    assert main(["cams", "-q", "--run", str(copy)]) == 0
+    assert main(verb) == 0
+    assert (copy / "segmenter" / "best.ckpt").is_file()
+    assert main([*verb, "--source", "truth"]) == 0
+    assert (copy / "oracle" / "best.ckpt").is_file()
+    # A different segmenter config is refused, the trained one is kept; --force retrains.
+    stamp = (copy / "segmenter" / "best.ckpt").stat().st_mtime_ns
+    assert main([*verb[:-4], "--set", "segmenter.epochs=2", *tiny]) == 3
+    assert (copy / "segmenter" / "best.ckpt").stat().st_mtime_ns == stamp
+
+
+def test_pseudo_mask_classes_restrict_training_not_testing(cams_run, synth_mammo):
+    from medseg_weak.config import load_config
+    from medseg_weak.data.prepare import split_manifest
+    from medseg_weak.errors import ConfigError
+    from medseg_weak.rundir import RunDir
+    from medseg_weak.segment.train import split_dataset
+
+    overrides = [f"data.manifest={synth_mammo}", "data.image_size=48"]
+    cfg = load_config(None, [*overrides, "segmenter.pseudo_mask_classes=[C,D]"])
+    manifest = split_manifest(cfg, load_manifest(synth_mammo))
+    run = RunDir(cams_run)
+    train = split_dataset(cfg, manifest, run, "train", "cams")
+    assert {r.label for r in train.base.records} <= {"C", "D"} and len(train) > 0
+    expected = [r.id for r in manifest.records if r.split == "train" and r.label in ("C", "D")]
+    assert [r.id for r in train.base.records] == expected
+    # The test images and the oracle's training images are never filtered.
+    assert len(split_dataset(cfg, manifest, run, "test", "cams")) == sum(
+        r.split == "test" for r in manifest.records
+    )
+    assert len(split_dataset(cfg, manifest, run, "train", "truth")) == sum(
+        r.split == "train" for r in manifest.records
+    )
+    bad = load_config(None, [*overrides, "segmenter.pseudo_mask_classes=[E]"])
+    with pytest.raises(ConfigError, match=r"pseudo_mask_classes.*valid: A, B, C, D"):
+        split_dataset(bad, manifest, run, "train", "cams")

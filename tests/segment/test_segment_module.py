@@ -246,6 +246,7 @@ def test_self_train_targets_cases():
         ("confidence", 0.5),
         ("monitor", ""),
         ("dice_weight", -1.0),
+        ("patience", -1),
     ],
 )
 def test_config_validation(field, value):
