@@ -393,11 +393,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     folds = run.root / "folds.json"
     if folds.is_file():  # a leave-one-out run: rescore every fold, then pool them
         domains = json.loads(folds.read_text())["held_out"]
+        labels: list[str] = []
         for domain in domains:
             fold = fold_run(run, domain)
             fold_cfg = _run_config(fold.root, args)
-            evaluate_heldout(fold_cfg, prepare(fold_cfg, fold), fold)
-        labels = list(prepare(fold_cfg, fold).labels)
+            manifest = prepare(fold_cfg, fold)
+            evaluate_heldout(fold_cfg, manifest, fold)
+            labels = list(manifest.labels)
         evaluate_folds(run, domains, labels)
     else:
         evaluate_heldout(cfg, prepare(cfg, run), run)

@@ -19,6 +19,7 @@ from medseg_weak.data.cache import ArrayCache
 from medseg_weak.data.io import read_image, read_mask
 from medseg_weak.data.manifest import Manifest, Record
 from medseg_weak.data.preprocess import Preprocessed, preprocess_fundus, preprocess_mammogram
+from medseg_weak.errors import InputError
 from medseg_weak.registry import Registry
 
 PREPROCESSORS: Registry[Callable[..., Preprocessed]] = Registry("preprocessing")
@@ -34,7 +35,10 @@ def preprocess_record(manifest: Manifest, record: Record, kind: str, size: int) 
     arrays: dict[str, np.ndarray] = {"pixels": pre.pixels.astype(np.float32), "region": pre.mask}
     mask_path = manifest.mask_path(record)
     if mask_path is not None:
-        mask = pre.to_model(read_mask(mask_path), order=0)
+        mask = read_mask(mask_path)
+        if mask.shape[:2] != tuple(pre.original_shape):
+            raise InputError(mask_path, f"mask is {mask.shape[:2]}, its image is {tuple(pre.original_shape)}")
+        mask = pre.to_model(mask, order=0)
         # Density masks are 0/255 foreground; fundus masks are degradation bit flags and stay as they are.
         arrays["mask"] = (mask > 0).astype(np.uint8) if kind == "mammo" else mask
     geometry = {

@@ -87,3 +87,17 @@ def test_pseudo_mask_classes_restrict_training_not_testing(cams_run, synth_mammo
     bad = load_config(None, [*overrides, "segmenter.pseudo_mask_classes=[E]"])
     with pytest.raises(ConfigError, match=r"pseudo_mask_classes.*valid: A, B, C, D"):
         split_dataset(bad, manifest, run, "train", "cams")
+
+
+def test_ground_truth_mask_of_another_size_names_the_file(synth_mammo, tmp_path):
+    from PIL import Image as PILImage
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(synth_mammo.parent, data_dir)
+    manifest = load_manifest(data_dir / synth_mammo.name)
+    record = manifest.records[0]
+    mask_path = manifest.mask_path(record)
+    PILImage.fromarray(np.zeros((10, 12), dtype=np.uint8)).save(mask_path)
+    base = PreprocessedDataset(manifest, "mammo", 48)
+    with pytest.raises(InputError, match=r"mask is \(10, 12\), its image is"):
+        base.load(0)
