@@ -408,7 +408,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
-    from medseg_weak.pipeline import run_leave_one_out, run_pipeline
+    from medseg_weak.pipeline import leave_one_out_dir, run_leave_one_out, run_pipeline
 
     overrides = list(args.overrides)
     if args.test_domain is not None:
@@ -438,7 +438,8 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     console.print(table)
     from medseg_weak.rundir import RunDir
 
-    summary = RunDir.for_config(cfg, args.run_dir).stage("eval") / "dice_by_hospital.md"
+    run = leave_one_out_dir(cfg, args.run_dir) if args.leave_one_out else RunDir.for_config(cfg, args.run_dir)
+    summary = run.stage("eval") / "dice_by_hospital.md"
     if summary.is_file():  # the method's central question, answered where the user is looking
         console.print(summary.read_text(), markup=False, highlight=False)
     return 0

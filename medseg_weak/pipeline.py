@@ -60,7 +60,8 @@ def run_leave_one_out(
 ) -> dict[str, Any]:
     """Hold out each hospital in turn (a whole pipeline per fold); pool the held-out evaluations.
 
-    Returns {"data": seconds, <hospital>: {stage: seconds}, ...}."""
+    The run directory defaults to ``<runs_dir>/<name>_loo``.
+    Returns {"data": seconds, <hospital>: {stage: seconds}, ..., "eval": seconds}."""
     from medseg_weak.data.prepare import resolve_manifest, split_manifest
     from medseg_weak.evaluate.heldout import evaluate_folds
 
@@ -71,7 +72,7 @@ def run_leave_one_out(
             "hospital in turn; remove it"
         )
     begin = time.perf_counter()
-    run = RunDir.for_config(cfg, run_dir)
+    run = leave_one_out_dir(cfg, run_dir)
     if (run.stage("classifier") / "stage.json").is_file():
         raise ConfigError(f"{run.root} holds a single pipeline run; use another --run-dir for leave-one-out")
     run.write_provenance(cfg, force=force)
@@ -95,6 +96,11 @@ def run_leave_one_out(
         timings["eval"] = round(time.perf_counter() - start, 2)
     atomic_write_text(run.root / "timings.json", json.dumps(timings, indent=2) + "\n")
     return timings
+
+
+def leave_one_out_dir(cfg: Config, run_dir: str | Path | None = None) -> RunDir:
+    """``run_dir``, else ``<runs_dir>/<name>_loo``: next to, not inside, the single run of the config."""
+    return RunDir(Path(run_dir) if run_dir is not None else Path(cfg.runs_dir) / f"{cfg.name}_loo")
 
 
 def fold_run(run: RunDir, domain: str) -> RunDir:

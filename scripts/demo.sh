@@ -12,7 +12,7 @@ out=runs/demo
 medseg-weak synth mammo --out "$out/data" --config "$config"
 medseg-weak data check "$out/data/manifest.csv"
 medseg-weak data preview "$out/data/manifest.csv" --out "$out/preview_mammo.png"
-medseg-weak pipeline --config "$config"   # classifier -> CAMs -> UNet (+ oracle) -> eval; skips finished stages
+medseg-weak pipeline --config "$config" --test-domain H4   # classifier -> CAMs -> UNet (+ oracle) -> eval on unseen H4
 medseg-weak synth fundus --out "$out/fundus" --n-per-hospital 12 --hospitals 3 --size 256 --seed 0 --workers 2
 medseg-weak data check "$out/fundus/manifest.csv"
 medseg-weak data preview "$out/fundus/manifest.csv" --out "$out/preview_fundus.png" --set data.kind=fundus
