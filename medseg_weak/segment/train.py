@@ -1,6 +1,6 @@
 """Train a segmenter into ``<run>/<stage>/`` on pseudo-masks (``segmenter``) or the truth (``oracle``).
 
-Same conventions as the classifier stage: best and last checkpoints, CSV logs, resume from
+Same conventions as the classifier stage: best and last checkpoints, CSV and TensorBoard logs, resume from
 ``last.ckpt``, skip when complete, refuse a folder made by another config.
 """
 
@@ -16,12 +16,12 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from PIL import Image as PILImage
 from torch.utils.data import DataLoader
 
 from medseg_weak.classify.train import quiet_lightning
-from medseg_weak.config import Config, to_dict
+from medseg_weak.config import Config, SegmenterConfig, to_dict
 from medseg_weak.data.cache import ArrayCache, file_digest
 from medseg_weak.data.datamodule import EpochSeededSampler
 from medseg_weak.data.dataset import PreprocessedDataset
@@ -108,33 +108,8 @@ def train_segmenter(
         DataLoader(val, seg.batch_size, num_workers=cfg.data.num_workers),
     )
     module = SegmenterModule.from_config(seg)
-    quiet_lightning()
-    checkpoint = ModelCheckpoint(
-        dirpath=out,
-        filename="best",
-        monitor=seg.monitor,
-        mode=seg.monitor_mode,
-        save_last=True,
-        enable_version_counter=False,
-    )
-    callbacks: list[L.Callback] = [checkpoint]
-    if seg.patience > 0:
-        callbacks.append(EarlyStopping(monitor=seg.monitor, mode=seg.monitor_mode, patience=seg.patience))
-    trainer = L.Trainer(
-        default_root_dir=out,
-        max_epochs=seg.epochs,
-        accelerator=seg.accelerator,
-        devices="auto",
-        precision=seg.precision,
-        # CUDA has no deterministic bilinear-upsampling backward (FPN, DeepLabV3+ decoders): warn, not fail.
-        deterministic="warn",
-        callbacks=callbacks,
-        logger=CSVLogger(out, name="logs", version=""),
-        log_every_n_steps=1,
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    trainer = make_trainer(seg, out, progress)
+    checkpoint = trainer.checkpoint_callback
     last = out / "last.ckpt"
     trainer.fit(module, *loaders, ckpt_path=str(last) if last.is_file() else None)
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last
@@ -148,6 +123,41 @@ def train_segmenter(
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     run.complete_stage(stage, relevant, best_checkpoint=best.name)
     return metrics
+
+
+def make_trainer(seg: SegmenterConfig, out: Path, progress: bool = True) -> L.Trainer:
+    """The segmenter's Trainer: best (on ``seg.monitor``) and last checkpoints in ``out``, optional early
+    stopping, CSV and TensorBoard logs."""
+    quiet_lightning()
+    checkpoint = ModelCheckpoint(
+        dirpath=out,
+        filename="best",
+        monitor=seg.monitor,
+        mode=seg.monitor_mode,
+        save_last=True,
+        enable_version_counter=False,
+    )
+    callbacks: list[L.Callback] = [checkpoint]
+    if seg.patience > 0:
+        callbacks.append(EarlyStopping(monitor=seg.monitor, mode=seg.monitor_mode, patience=seg.patience))
+    return L.Trainer(
+        default_root_dir=out,
+        max_epochs=seg.epochs,
+        accelerator=seg.accelerator,
+        devices="auto",
+        precision=seg.precision,
+        # CUDA has no deterministic bilinear-upsampling backward (FPN, DeepLabV3+ decoders): warn, not fail.
+        deterministic="warn",
+        callbacks=callbacks,
+        logger=[
+            CSVLogger(out, name="logs", version=""),
+            TensorBoardLogger(out, name="tensorboard", version=""),
+        ],
+        log_every_n_steps=1,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
 
 
 def previous_checkpoint(run: RunDir, round_: int) -> Path:

@@ -101,3 +101,54 @@ def test_ground_truth_mask_of_another_size_names_the_file(synth_mammo, tmp_path)
     base = PreprocessedDataset(manifest, "mammo", 48)
     with pytest.raises(InputError, match=r"mask is \(10, 12\), its image is"):
         base.load(0)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_interrupted_segmenter_resumes_to_identical_weights(trained_run, tmp_path, monkeypatch):
+    import lightning as L
+    import torch
+
+    from medseg_weak.config import load_config
+    from medseg_weak.data.prepare import prepare
+    from medseg_weak.rundir import RunDir
+    from medseg_weak.segment import train as train_mod
+
+    _, run_dir = trained_run
+    tiny = ["segmenter.epochs=2", "segmenter.encoder_depth=3", "segmenter.decoder_channels=[16,8,8]"]
+
+    def run_oracle(name: str) -> RunDir:
+        copy = tmp_path / name
+        if not copy.exists():
+            shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("cams"))
+        cfg = load_config(copy / "config.yaml", tiny)
+        run = RunDir(copy)
+        train_mod.train_segmenter(cfg, prepare(cfg, run), run, "truth", progress=False)
+        return run
+
+    want = torch.load(run_oracle("a").stage("oracle") / "last.ckpt", weights_only=False)["state_dict"]
+
+    class StopAfterFirstEpoch(L.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            if trainer.current_epoch == 0:
+                raise _Interrupt
+
+    real = train_mod.make_trainer
+
+    def interrupted(seg, out, progress=True):
+        trainer = real(seg, out, progress)
+        trainer.callbacks.append(StopAfterFirstEpoch())
+        return trainer
+
+    monkeypatch.setattr(train_mod, "make_trainer", interrupted)
+    with pytest.raises(_Interrupt):
+        run_oracle("b")
+    assert not (tmp_path / "b" / "oracle" / "metrics.json").exists()  # not complete, so not skipped
+    assert (tmp_path / "b" / "oracle" / "last.ckpt").is_file()  # epoch 0's state: the rerun resumes it
+    monkeypatch.setattr(train_mod, "make_trainer", real)
+    got = torch.load(run_oracle("b").stage("oracle") / "last.ckpt", weights_only=False)["state_dict"]
+    assert got.keys() == want.keys()
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], msg=key)
