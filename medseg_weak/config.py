@@ -126,6 +126,11 @@ class SegmenterConfig:
     # reliable on dense breasts and nearly empty on fatty ones, where "no CAM" is absence of evidence,
     # not evidence of no dense tissue; the UNet carries what it learns from dense breasts to the rest.
     pseudo_mask_classes: tuple[str, ...] = ()
+    # Image labels as a size prior (a size-constraint loss, Kervadec et al. 2019): {class: [low, high]}
+    # bounds the fraction of the breast the UNet calls foreground, e.g. BI-RADS (4th ed.) quartiles
+    # {A: [0, 0.25], B: [0.25, 0.5], C: [0.5, 0.75], D: [0.75, 1]}. Empty: off.
+    size_prior: dict[str, tuple[float, float]] = field(default_factory=dict)
+    size_weight: float = 1.0
     self_training_rounds: int = 0  # rounds of re-labelling with the segmenter's confident pixels
     confidence: float = 0.9  # self-training: p >= c is foreground, p <= 1 - c background
     monitor: str = "val/dice"
@@ -173,6 +178,14 @@ class SegmenterConfig:
             fail("monitor", "a logged metric name such as val/dice")
         if self.patience < 0:
             fail("patience", ">= 0")
+        for label, (low, high) in self.size_prior.items():
+            if not 0.0 <= low <= high <= 1.0:
+                raise ConfigError(
+                    f"'segmenter.size_prior.{label}' must be [low, high] with 0 <= low <= high <= 1; "
+                    f"got [{low}, {high}]"
+                )
+        if self.size_weight < 0:
+            fail("size_weight", ">= 0")
 
 
 @dataclass(frozen=True)
@@ -269,6 +282,10 @@ def _coerce(tp: Any, value: Any, dotted: str) -> Any:
         if value not in args:
             raise ConfigError(f"'{dotted}' must be one of {', '.join(map(str, args))}; got {value!r}")
         return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"'{dotted}' must be a mapping; got {value!r}")
+        return {str(k): _coerce(args[1], v, f"{dotted}.{k}") for k, v in value.items()}
     if origin is tuple:
         items = value if isinstance(value, list | tuple) else [value]
         if len(args) == 2 and args[1] is Ellipsis:

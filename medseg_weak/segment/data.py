@@ -6,6 +6,7 @@ model geometry with the same flip / crop / resize as the image, so the UNet sees
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +17,7 @@ from torch.utils.data import Dataset
 from medseg_weak.data.dataset import PreprocessedDataset, preprocessed_from_cache
 from medseg_weak.data.io import read_mask
 from medseg_weak.errors import InputError
+from medseg_weak.segment.losses import IGNORE
 
 Source = Literal["cams", "truth", "self"]
 
@@ -30,11 +32,19 @@ class SegmentationDataset(Dataset):
         source: Source,
         cams_dir: Path | None = None,
         targets_dir: Path | None = None,
+        trusted_classes: Collection[str] = (),
+        size_prior: Mapping[str, tuple[float, float]] | None = None,
     ) -> None:
         """``source``: "cams" (pseudo-masks in original geometry under ``cams_dir/mask``), "truth" (the
-        manifest's masks) or "self" (self-training targets already in model geometry in ``targets_dir``)."""
+        manifest's masks) or "self" (self-training targets already in model geometry in ``targets_dir``).
+
+        ``trusted_classes`` (non-empty): pseudo-masks of images of other classes become IGNORE inside
+        the region, so those images teach only what the size prior says. ``size_prior``: per class
+        (low, high) foreground fraction of the region, as ``size_bounds`` (NaN for other classes)."""
         self.base = base
         self.source = source
+        self.trusted_classes = frozenset(trusted_classes)
+        self.size_prior = dict(size_prior or {})
         self.cams_dir = Path(cams_dir) if cams_dir is not None else None
         self.targets_dir = Path(targets_dir) if targets_dir is not None else None
         if source == "self" and self.targets_dir is None:
@@ -73,5 +83,10 @@ class SegmentationDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         arrays, geometry = self.base.load(index)
         item = self.base.item(index, arrays)
-        item["target"] = torch.from_numpy(self._target(index, arrays, geometry))
+        target = self._target(index, arrays, geometry)
+        label = self.base.records[index].label
+        if self.trusted_classes and self.source != "truth" and label not in self.trusted_classes:
+            target = np.where(arrays["region"].astype(bool), IGNORE, target).astype(np.uint8)
+        item["target"] = torch.from_numpy(target)
+        item["size_bounds"] = torch.tensor(self.size_prior.get(label, (float("nan"), float("nan"))))
         return item

@@ -95,3 +95,24 @@ def generalized_ce_loss(logits: Tensor, target: Tensor, q: float = 0.7) -> Tenso
     log_p_y = F.logsigmoid(torch.where(y > 0, z, -z))
     per_pixel = -torch.expm1(q * log_p_y) / q
     return (per_pixel * valid).sum() / valid.sum().clamp_min(1.0)
+
+
+def size_penalty(logits: Tensor, region: Tensor, bounds: Tensor) -> Tensor:
+    """How far each image's predicted foreground fraction of ``region`` lies outside its
+    ``bounds[b] = (low, high)``, averaged over the batch; images whose bounds are NaN add 0.
+
+    A size constraint from image-level labels (Kervadec et al., "Constrained-CNN losses for weakly
+    supervised segmentation", MedIA 2019), with the soft fraction so that it is differentiable. It
+    is linear in the violation: missing a bound by 10 % of the region costs 0.1 whatever the size.
+    """
+    if region.shape != (logits.shape[0], *logits.shape[2:]):
+        raise ValueError(f"region {tuple(region.shape)} does not match logits {tuple(logits.shape)}")
+    if bounds.shape != (logits.shape[0], 2):
+        raise ValueError(f"bounds must be [B, 2]; got {tuple(bounds.shape)}")
+    probs = torch.sigmoid(foreground_logit(logits, region).float())
+    inside = region.float()
+    fraction = (probs * inside).sum((1, 2)) / inside.sum((1, 2)).clamp(min=1.0)
+    known = torch.isfinite(bounds).all(dim=1)
+    low, high = torch.nan_to_num(bounds[:, 0].float()), torch.nan_to_num(bounds[:, 1].float())
+    violation = torch.relu(low - fraction) + torch.relu(fraction - high)
+    return (violation * known).sum() / len(violation)

@@ -24,7 +24,7 @@ from medseg_weak.classify.backbones import match_state_keys
 from medseg_weak.classify.module import cosine_lr
 from medseg_weak.config import SegmenterConfig, from_dict, to_dict
 from medseg_weak.errors import ConfigError, InputError
-from medseg_weak.segment.losses import IGNORE, LOSSES, LossFn, foreground_logit
+from medseg_weak.segment.losses import IGNORE, LOSSES, LossFn, foreground_logit, size_penalty
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,12 @@ class SegmenterModule(L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         logits = self.model(batch["image"])
         loss = self.loss_fn(logits, batch["target"])
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(logits))
+        n = len(logits)
+        if self.cfg.size_prior and self.cfg.size_weight > 0 and "size_bounds" in batch:
+            size = size_penalty(logits, batch["region"], batch["size_bounds"])
+            self.log("train/size_penalty", size, on_step=False, on_epoch=True, batch_size=n)
+            loss = loss + self.cfg.size_weight * size
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:

@@ -43,23 +43,32 @@ def self_training_stage(round_: int) -> str:
 def split_dataset(
     cfg: Config, manifest: Manifest, run: RunDir, split: str, source: Source, targets_dir: Path | None = None
 ) -> SegmentationDataset:
+    """The ``split`` images with ``source`` targets. Training splits of pseudo-mask sources apply
+    ``segmenter.pseudo_mask_classes`` and ``segmenter.size_prior``; test images and the truth never."""
     records = [r for r in manifest.records if r.split == split]
-    trusted = cfg.segmenter.pseudo_mask_classes
-    if trusted and source != "truth" and split != "test":
-        unknown = sorted(set(trusted) - set(manifest.labels))
-        if unknown:
-            raise ConfigError(
-                f"'segmenter.pseudo_mask_classes' has {', '.join(unknown)}, not a label of "
-                f"{manifest.source}; valid: {', '.join(manifest.labels)}"
-            )
-        records = [r for r in records if r.label in trusted]
     if not records:
         raise InputError(manifest.source, f"no '{split}' images to train the segmenter on")
+    seg = cfg.segmenter
+    for name in ("pseudo_mask_classes", "size_prior"):
+        unknown = sorted(set(getattr(seg, name)) - set(manifest.labels))
+        if unknown:
+            raise ConfigError(
+                f"'segmenter.{name}' has {', '.join(unknown)}, not a label of {manifest.source}; "
+                f"valid: {', '.join(manifest.labels)}"
+            )
+    weak = source != "truth" and split != "test"
     cache = ArrayCache(cfg.data.cache_dir or run.root / "cache")
     base = PreprocessedDataset(
         manifest.subset(records), cfg.data.kind, cfg.data.image_size, cache, manifest.domains
     )
-    return SegmentationDataset(base, source, run.stage("cams"), targets_dir)
+    return SegmentationDataset(
+        base,
+        source,
+        run.stage("cams"),
+        targets_dir,
+        trusted_classes=seg.pseudo_mask_classes if weak else (),
+        size_prior=seg.size_prior if weak else None,
+    )
 
 
 def train_segmenter(
@@ -80,8 +89,9 @@ def train_segmenter(
     relevant["segmenter"].pop("self_training_rounds")
     if source != "self":
         relevant["segmenter"].pop("confidence")
-    if source == "truth":  # the oracle trains on every image's real mask
-        relevant["segmenter"].pop("pseudo_mask_classes")
+    if source == "truth":  # the oracle trains on every image's real mask, without priors
+        for name in ("pseudo_mask_classes", "size_prior", "size_weight"):
+            relevant["segmenter"].pop(name)
     relevant["source"] = source
     if source != "truth":  # new pseudo-masks invalidate the segmenters trained on the old ones
         index = run.stage("cams") / "index.csv"

@@ -1,7 +1,9 @@
+import math
 import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from medseg_weak.cli import main
 from medseg_weak.data.cache import ArrayCache
@@ -62,7 +64,7 @@ def test_train_segmenter_verb(trained_run, tmp_path):
     assert (copy / "segmenter" / "best.ckpt").stat().st_mtime_ns == stamp
 
 
-def test_pseudo_mask_classes_restrict_training_not_testing(cams_run, synth_mammo):
+def test_pseudo_mask_classes_and_size_prior_shape_training_targets_only(cams_run, synth_mammo):
     from medseg_weak.config import load_config
     from medseg_weak.data.prepare import split_manifest
     from medseg_weak.errors import ConfigError
@@ -70,23 +72,37 @@ def test_pseudo_mask_classes_restrict_training_not_testing(cams_run, synth_mammo
     from medseg_weak.segment.train import split_dataset
 
     overrides = [f"data.manifest={synth_mammo}", "data.image_size=48"]
-    cfg = load_config(None, [*overrides, "segmenter.pseudo_mask_classes=[C,D]"])
+    weak = ["segmenter.pseudo_mask_classes=[C,D]", "segmenter.size_prior={A: [0, 0.25], D: [0.75, 1]}"]
+    cfg = load_config(None, [*overrides, *weak])
     manifest = split_manifest(cfg, load_manifest(synth_mammo))
     run = RunDir(cams_run)
     train = split_dataset(cfg, manifest, run, "train", "cams")
-    assert {r.label for r in train.base.records} <= {"C", "D"} and len(train) > 0
-    expected = [r.id for r in manifest.records if r.split == "train" and r.label in ("C", "D")]
-    assert [r.id for r in train.base.records] == expected
-    # The test images and the oracle's training images are never filtered.
-    assert len(split_dataset(cfg, manifest, run, "test", "cams")) == sum(
-        r.split == "test" for r in manifest.records
+    plain = split_dataset(load_config(None, overrides), manifest, run, "train", "cams")
+    assert len(train) == len(plain) == sum(r.split == "train" for r in manifest.records)
+    seen = set()
+    for i, record in enumerate(train.base.records):
+        item, raw = train[i], plain[i]
+        region = item["region"]
+        if record.label in ("C", "D"):  # trusted: the pseudo-mask as it is
+            assert torch.equal(item["target"], raw["target"])
+        else:  # untrusted: nothing inside the breast is claimed either way
+            assert (item["target"][region] == 255).all() and not item["target"][~region].any()
+        bounds = item["size_bounds"].tolist()
+        want = {"A": [0.0, 0.25], "D": [0.75, 1.0]}.get(record.label)
+        assert bounds == want if want else all(math.isnan(b) for b in bounds)
+        seen.add(record.label)
+    assert {"A", "D"} <= seen and len(seen) > 2
+    # Test images (the `cam` row of the evaluation) and the oracle's truth are never changed.
+    test, test_plain = (
+        split_dataset(c, manifest, run, "test", "cams") for c in (cfg, load_config(None, overrides))
     )
-    assert len(split_dataset(cfg, manifest, run, "train", "truth")) == sum(
-        r.split == "train" for r in manifest.records
-    )
-    bad = load_config(None, [*overrides, "segmenter.pseudo_mask_classes=[E]"])
-    with pytest.raises(ConfigError, match=r"pseudo_mask_classes.*valid: A, B, C, D"):
-        split_dataset(bad, manifest, run, "train", "cams")
+    assert all(torch.equal(test[i]["target"], test_plain[i]["target"]) for i in range(len(test)))
+    truth = split_dataset(cfg, manifest, run, "train", "truth")
+    assert all(math.isnan(truth[i]["size_bounds"][0]) for i in range(3))
+    for key, value in (("pseudo_mask_classes", "[E]"), ("size_prior", "{E: [0, 1]}")):
+        bad = load_config(None, [*overrides, f"segmenter.{key}={value}"])
+        with pytest.raises(ConfigError, match=rf"segmenter.{key}' has E.*valid: A, B, C, D"):
+            split_dataset(bad, manifest, run, "train", "cams")
 
 
 def test_ground_truth_mask_of_another_size_names_the_file(synth_mammo, tmp_path):

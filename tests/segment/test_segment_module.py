@@ -22,6 +22,7 @@ from medseg_weak.segment.losses import (
     masked_bce_loss,
     masked_dice_ce_loss,
     masked_soft_dice_loss,
+    size_penalty,
 )
 from medseg_weak.segment.module import (
     SegmenterConfig,
@@ -327,3 +328,38 @@ def test_fit_on_synthetic_squares_learns(tmp_path):
         again = reloaded.predict_step(next(iter(val)), 0)
     assert torch.allclose(again, probs, atol=1e-5)
     assert probs.shape == (8, 32, 32) and probs.min() >= 0 and probs.max() <= 1
+
+
+def test_size_penalty_known_values_and_gradient():
+    # Two 1x4 images, the region is the first 2 pixels; logits of +-inf-like values give exact fractions.
+    big = 30.0
+    logits = torch.tensor([[[[big, -big, big, big]]], [[[big, big, -big, -big]]]], requires_grad=True)
+    region = torch.tensor([[[True, True, False, False]], [[True, True, False, False]]])
+    # image 0 predicts 1/2 of its region, bounds [0.75, 1] -> 0.25 short; image 1 predicts 2/2, bounds
+    # [0, 0.25] -> 0.75 over. Outside-region pixels never count.
+    bounds = torch.tensor([[0.75, 1.0], [0.0, 0.25]])
+    value = size_penalty(logits, region, bounds)
+    assert value.item() == pytest.approx((0.25 + 0.75) / 2, abs=1e-6)
+    inside = torch.tensor([[0.3, 0.7, 0.0, 0.0], [0.6, 0.4, 0.0, 0.0]]).logit().reshape(2, 1, 1, 4)
+    assert size_penalty(inside, region, bounds).item() == pytest.approx((0.25 + 0.25) / 2, abs=1e-6)
+    within = torch.tensor([[0.5, 0.5], [0.0, 1.0]])
+    assert size_penalty(inside, region, within).item() == 0.0
+    # NaN bounds (a class without a prior) add nothing, and give no gradient.
+    unknown = torch.tensor([[float("nan"), float("nan")], [0.0, 0.25]])
+    soft = torch.zeros(2, 1, 1, 4, requires_grad=True)  # p = 0.5 everywhere
+    size_penalty(soft, region, unknown).backward()
+    assert soft.grad[0].abs().sum() == 0 and soft.grad[1, 0, 0, :2].gt(0).all()
+    assert soft.grad[1, 0, 0, 2:].abs().sum() == 0  # outside the region: no gradient
+    with pytest.raises(ValueError, match="bounds must be"):
+        size_penalty(soft, region, bounds[:1])
+
+
+def test_size_prior_config_validation():
+    with pytest.raises(ConfigError, match=r"segmenter.size_prior.A' must be \[low, high\]"):
+        SegmenterConfig(size_prior={"A": (0.5, 0.25)})
+    with pytest.raises(ConfigError, match=r"segmenter\.size_weight"):
+        SegmenterConfig(size_weight=-1.0)
+    from medseg_weak.config import load_config
+
+    with pytest.raises(ConfigError, match=r"'segmenter\.size_prior' must be a mapping"):
+        load_config(None, ["segmenter.size_prior=[0, 1]"])
