@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -84,3 +86,33 @@ def tiny_args(manifest: Path, *overrides: str) -> list[str]:
         *overrides,
     ]
     return [arg for option in tiny for arg in ("--set", option)]
+
+
+class Interrupted(Exception):
+    """Raised by :func:`interrupt_after_first_epoch`: a run killed between epochs."""
+
+
+@contextmanager
+def interrupt_after_first_epoch(monkeypatch, module) -> Iterator[None]:
+    """Within the block, trainers from ``module.make_trainer`` stop with :class:`Interrupted` as epoch 1
+    starts (epoch 0 finished, its last.ckpt written); the block expects the interruption."""
+    import lightning as L
+
+    real = module.make_trainer
+
+    class StopAfterFirstEpoch(L.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            if trainer.current_epoch == 1:
+                raise Interrupted
+
+    def interrupted(*args, **kwargs):
+        trainer = real(*args, **kwargs)
+        trainer.callbacks.append(StopAfterFirstEpoch())
+        return trainer
+
+    monkeypatch.setattr(module, "make_trainer", interrupted)
+    try:
+        with pytest.raises(Interrupted):
+            yield
+    finally:
+        monkeypatch.setattr(module, "make_trainer", real)

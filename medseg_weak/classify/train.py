@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
-import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from medseg_weak.classify.module import ClassifierModule
 from medseg_weak.config import Config
@@ -24,6 +21,7 @@ from medseg_weak.data.prepare import write_split_table
 from medseg_weak.errors import ConfigError
 from medseg_weak.io_utils import atomic_write_text
 from medseg_weak.rundir import RunDir, stage_config
+from medseg_weak.stage_trainer import quiet_lightning, stage_callbacks, stage_loggers
 
 log = logging.getLogger(__name__)
 STAGE = "classifier"
@@ -103,21 +101,6 @@ def make_datamodule(cfg: Config, manifest: Manifest, run: RunDir) -> HospitalDat
     )
 
 
-def quiet_lightning() -> None:
-    """Silence Lightning chatter that is expected here: stage folders hold stage.json before the
-    first checkpoint, small demo epochs have few batches, and the logger tip is advertising."""
-    for pattern in (
-        r"Checkpoint directory .* exists and is not empty",
-        r"The number of training batches .* is smaller than the logging interval",
-        r".*isinstance\(treespec, LeafSpec\)",
-        r"The '(val|test|train)_dataloader' does not have many workers",
-        # per-hospital AUROC on a small split where a class is absent: reported as 0, not an error
-        r"No (positive|negative) samples in targets",
-    ):
-        warnings.filterwarnings("ignore", message=pattern)
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-
-
 def make_trainer(cfg: Config, out: Path, progress: bool = True) -> L.Trainer:
     quiet_lightning()
     c = cfg.classifier
@@ -131,18 +114,7 @@ def make_trainer(cfg: Config, out: Path, progress: bool = True) -> L.Trainer:
             f"'classifier.precision' {c.precision} does not work with gradient surgery "
             f"(rule {c.surgery.rule}); use bf16-mixed or 32-true"
         )
-    callbacks: list[L.Callback] = [
-        ModelCheckpoint(
-            dirpath=out,
-            filename="best",
-            monitor=c.monitor,
-            mode=c.monitor_mode,
-            save_last=True,
-            enable_version_counter=False,
-        ),
-    ]
-    if c.patience > 0:
-        callbacks.append(EarlyStopping(monitor=c.monitor, mode=c.monitor_mode, patience=c.patience))
+    callbacks = stage_callbacks(out, c.monitor, c.monitor_mode, c.patience)
     devices: int | str = int(c.devices) if c.devices.isdigit() else c.devices
     return L.Trainer(
         default_root_dir=out,
@@ -153,10 +125,7 @@ def make_trainer(cfg: Config, out: Path, progress: bool = True) -> L.Trainer:
         precision=c.precision,
         deterministic=True,
         callbacks=callbacks,
-        logger=[
-            CSVLogger(out, name="logs", version=""),
-            TensorBoardLogger(out, name="tensorboard", version=""),
-        ],
+        logger=stage_loggers(out),
         log_every_n_steps=1,  # surgery diagnostics are logged every N steps by the module itself
         enable_progress_bar=progress,
         enable_model_summary=False,

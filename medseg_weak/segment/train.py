@@ -15,12 +15,9 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from PIL import Image as PILImage
 from torch.utils.data import DataLoader
 
-from medseg_weak.classify.train import quiet_lightning
 from medseg_weak.config import Config, SegmenterConfig, to_dict
 from medseg_weak.data.cache import ArrayCache, file_digest
 from medseg_weak.data.datamodule import EpochSeededSampler
@@ -31,6 +28,7 @@ from medseg_weak.io_utils import atomic_write_bytes, atomic_write_text
 from medseg_weak.rundir import RunDir, stage_config
 from medseg_weak.segment.data import SegmentationDataset, Source
 from medseg_weak.segment.module import SegmenterModule, self_train_targets
+from medseg_weak.stage_trainer import quiet_lightning, stage_callbacks, stage_loggers
 
 log = logging.getLogger(__name__)
 STAGES: dict[Source, str] = {"cams": "segmenter", "truth": "oracle"}
@@ -139,17 +137,6 @@ def make_trainer(seg: SegmenterConfig, out: Path, progress: bool = True) -> L.Tr
     """The segmenter's Trainer: best (on ``seg.monitor``) and last checkpoints in ``out``, optional early
     stopping, CSV and TensorBoard logs."""
     quiet_lightning()
-    checkpoint = ModelCheckpoint(
-        dirpath=out,
-        filename="best",
-        monitor=seg.monitor,
-        mode=seg.monitor_mode,
-        save_last=True,
-        enable_version_counter=False,
-    )
-    callbacks: list[L.Callback] = [checkpoint]
-    if seg.patience > 0:
-        callbacks.append(EarlyStopping(monitor=seg.monitor, mode=seg.monitor_mode, patience=seg.patience))
     return L.Trainer(
         default_root_dir=out,
         max_epochs=seg.epochs,
@@ -158,11 +145,8 @@ def make_trainer(seg: SegmenterConfig, out: Path, progress: bool = True) -> L.Tr
         precision=seg.precision,
         # CUDA has no deterministic bilinear-upsampling backward (FPN, DeepLabV3+ decoders): warn, not fail.
         deterministic="warn",
-        callbacks=callbacks,
-        logger=[
-            CSVLogger(out, name="logs", version=""),
-            TensorBoardLogger(out, name="tensorboard", version=""),
-        ],
+        callbacks=stage_callbacks(out, seg.monitor, seg.monitor_mode, seg.patience),
+        logger=stage_loggers(out),
         log_every_n_steps=1,
         enable_progress_bar=progress,
         enable_model_summary=False,

@@ -13,6 +13,7 @@ from medseg_weak.data.datamodule import HospitalDataModule
 from medseg_weak.data.prepare import prepare
 from medseg_weak.errors import ConfigError, InputError
 from medseg_weak.rundir import RunDir
+from tests.conftest import interrupt_after_first_epoch
 
 
 def make_cfg(synth_mammo, tmp_path, *overrides):
@@ -106,36 +107,15 @@ def test_finished_stage_is_skipped_other_config_refused_force_retrains(synth_mam
     assert ckpt.stat().st_mtime_ns != stamp
 
 
-class _Interrupt(Exception):
-    pass
-
-
 def test_interrupted_training_resumes_to_identical_weights(synth_mammo, tmp_path, monkeypatch):
-    import lightning as L
-
     from medseg_weak.classify import train as train_mod
 
     base = ["classifier.epochs=2", "classifier.surgery.rule=agr_rand", "classifier.augment.gamma=0.2"]
     _, run = run_stage(make_cfg(synth_mammo, tmp_path / "a", *base))
     want = torch.load(run.stage("classifier") / "last.ckpt", weights_only=False)["state_dict"]
-
-    class StopAfterFirstEpoch(L.Callback):
-        def on_train_epoch_end(self, trainer, pl_module):
-            if trainer.current_epoch == 0:  # last.ckpt of epoch 0 was written at validation end
-                raise _Interrupt
-
-    real = train_mod.make_trainer
-
-    def interrupted(cfg, out, progress=True):
-        trainer = real(cfg, out, progress)
-        trainer.callbacks.append(StopAfterFirstEpoch())
-        return trainer
-
     cfg = make_cfg(synth_mammo, tmp_path / "b", *base)
-    monkeypatch.setattr(train_mod, "make_trainer", interrupted)
-    with pytest.raises(_Interrupt):
+    with interrupt_after_first_epoch(monkeypatch, train_mod):
         run_stage(cfg)
-    monkeypatch.setattr(train_mod, "make_trainer", real)
     _, run_b = run_stage(cfg)  # same command again: resumes from last.ckpt
     got = torch.load(run_b.stage("classifier") / "last.ckpt", weights_only=False)["state_dict"]
     for key in want:

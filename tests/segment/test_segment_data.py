@@ -11,6 +11,7 @@ from medseg_weak.data.dataset import PreprocessedDataset
 from medseg_weak.data.manifest import load_manifest
 from medseg_weak.errors import InputError
 from medseg_weak.segment.data import SegmentationDataset
+from tests.conftest import interrupt_after_first_epoch
 
 
 @pytest.fixture(scope="module")
@@ -119,14 +120,7 @@ def test_ground_truth_mask_of_another_size_names_the_file(synth_mammo, tmp_path)
         base.load(0)
 
 
-class _Interrupt(Exception):
-    pass
-
-
 def test_interrupted_segmenter_resumes_to_identical_weights(trained_run, tmp_path, monkeypatch):
-    import lightning as L
-    import torch
-
     from medseg_weak.config import load_config
     from medseg_weak.data.prepare import prepare
     from medseg_weak.rundir import RunDir
@@ -144,26 +138,15 @@ def test_interrupted_segmenter_resumes_to_identical_weights(trained_run, tmp_pat
         train_mod.train_segmenter(cfg, prepare(cfg, run), run, "truth", progress=False)
         return run
 
-    want = torch.load(run_oracle("a").stage("oracle") / "last.ckpt", weights_only=False)["state_dict"]
+    finished = torch.load(run_oracle("a").stage("oracle") / "last.ckpt", weights_only=False)
+    assert finished["epoch"] == 1  # last.ckpt is the last epoch's, improved or not
+    want = finished["state_dict"]
 
-    class StopAfterFirstEpoch(L.Callback):
-        def on_train_epoch_end(self, trainer, pl_module):
-            if trainer.current_epoch == 0:
-                raise _Interrupt
-
-    real = train_mod.make_trainer
-
-    def interrupted(seg, out, progress=True):
-        trainer = real(seg, out, progress)
-        trainer.callbacks.append(StopAfterFirstEpoch())
-        return trainer
-
-    monkeypatch.setattr(train_mod, "make_trainer", interrupted)
-    with pytest.raises(_Interrupt):
+    with interrupt_after_first_epoch(monkeypatch, train_mod):
         run_oracle("b")
     assert not (tmp_path / "b" / "oracle" / "metrics.json").exists()  # not complete, so not skipped
     assert (tmp_path / "b" / "oracle" / "last.ckpt").is_file()  # epoch 0's state: the rerun resumes it
-    monkeypatch.setattr(train_mod, "make_trainer", real)
+    assert torch.load(tmp_path / "b" / "oracle" / "last.ckpt", weights_only=False)["epoch"] == 0
     got = torch.load(run_oracle("b").stage("oracle") / "last.ckpt", weights_only=False)["state_dict"]
     assert got.keys() == want.keys()
     for key in want:
