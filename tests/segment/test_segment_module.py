@@ -363,3 +363,42 @@ def test_size_prior_config_validation():
 
     with pytest.raises(ConfigError, match=r"'segmenter\.size_prior' must be a mapping"):
         load_config(None, ["segmenter.size_prior=[0, 1]"])
+
+
+def test_size_prior_alone_moves_the_predicted_fraction_into_its_bounds():
+    # Every target pixel is ignored, so only the size prior trains: images labelled "D" ask for 60-80 %
+    # of their region, "A" for 0-10 %; the region is the left half (the right half never counts).
+    L.seed_everything(0, verbose=False)
+    g = torch.Generator().manual_seed(0)
+    region = torch.zeros(32, 32, dtype=torch.bool)
+    region[:, :16] = True
+    items = []
+    for i in range(16):
+        dense = i % 2 == 0
+        image = 0.2 * torch.randn(1, 32, 32, generator=g) + (0.8 if dense else 0.0)
+        bounds = torch.tensor([0.6, 0.8] if dense else [0.0, 0.1])
+        target = torch.full((32, 32), IGNORE, dtype=torch.uint8)
+        items.append({"image": image, "target": target, "region": region, "size_bounds": bounds})
+    cfg = SegmenterConfig(lr=1e-2, epochs=8, batch_size=8, size_prior={"D": (0.6, 0.8)}, **TINY)
+    module = SegmenterModule.from_config(cfg)
+    trainer = L.Trainer(
+        max_epochs=cfg.epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, DataLoader(items, batch_size=cfg.batch_size, shuffle=True))
+    module.eval()
+    with torch.no_grad():
+        probs = torch.sigmoid(module(torch.stack([it["image"] for it in items])))[:, 0]
+    fractions = probs[:, region].mean(dim=1)
+    assert (fractions[0::2] > 0.55).all() and (fractions[0::2] < 0.85).all()  # dense: into [0.6, 0.8]
+    assert (fractions[1::2] < 0.15).all()  # fatty: under 0.1
+    # Without a prior the same data gives no gradient at all: the prior is what moved the fractions.
+    plain = SegmenterModule.from_config(dataclasses.replace(cfg, size_prior={}))
+    batch = {k: torch.stack([it[k] for it in items[:8]]) for k in items[0]}
+    loss = plain.training_step(batch, 0)
+    loss.backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in plain.parameters())
