@@ -1,5 +1,7 @@
 """Result tables: mean ± standard error over repeats, written as CSV and Markdown (and a bar plot).
 
+The CSV also holds each cell's sample standard deviation and count (the spread of per-image scores).
+
 Shared by every stage that reports "rows x columns over seeds" (DG benchmark, model search, held-out
 segmentation), so the numbers people compare are always aggregated the same way.
 """
@@ -22,6 +24,7 @@ class Cell:
     mean: float
     se: float
     n: int
+    std: float = float("nan")  # sample standard deviation (n - 1); 0 for one value
 
     def format(self, digits: int = 3) -> str:
         if self.n == 0:
@@ -32,15 +35,15 @@ class Cell:
 
 
 def summarise(values: Sequence[float]) -> Cell:
-    """Mean and standard error of the mean (sample std / sqrt(n)); NaNs are not averaged away."""
+    """Mean, standard error of the mean (sample std / sqrt(n)) and sample std; NaNs are not averaged away."""
     n = len(values)
     if n == 0:
         return Cell(float("nan"), float("nan"), 0)
     mean = sum(values) / n
     if n == 1:
-        return Cell(mean, 0.0, 1)
+        return Cell(mean, 0.0, 1, 0.0)
     var = sum((v - mean) ** 2 for v in values) / (n - 1)
-    return Cell(mean, math.sqrt(var / n), n)
+    return Cell(mean, math.sqrt(var / n), n, math.sqrt(var))
 
 
 @dataclass(frozen=True)
@@ -84,9 +87,9 @@ class Table:
     def to_csv(self) -> str:
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["row", *[f"{c}_{k}" for c in self.columns for k in ("mean", "se", "n")]])
+        writer.writerow(["row", *[f"{c}_{k}" for c in self.columns for k in ("mean", "se", "n", "std")]])
         for row in self.rows:
-            writer.writerow([row, *[v for c in self.columns for v in _triple(self.cell(row, c))]])
+            writer.writerow([row, *[v for c in self.columns for v in _csv_fields(self.cell(row, c))]])
         return buf.getvalue()
 
     def to_markdown(self, digits: int = 3) -> str:
@@ -131,7 +134,7 @@ class Table:
         return Path(path)
 
 
-def _triple(cell: Cell) -> list[str]:
+def _csv_fields(cell: Cell) -> list[str]:
     if cell.n == 0:
-        return ["", "", "0"]
-    return [f"{cell.mean:.6g}", f"{cell.se:.6g}", str(cell.n)]
+        return ["", "", "0", ""]
+    return [f"{cell.mean:.6g}", f"{cell.se:.6g}", str(cell.n), f"{cell.std:.6g}"]

@@ -9,6 +9,7 @@ def test_summarise_known_values():
     cell = summarise([1.0, 2.0, 3.0])
     assert cell.mean == 2.0 and cell.n == 3
     assert cell.se == pytest.approx(1.0 / math.sqrt(3))  # sample std 1.0
+    assert cell.std == pytest.approx(1.0) and cell.n == 3 and summarise([0.5]).std == 0.0
     assert summarise([0.5]).format() == "0.500"
     assert summarise([]).format() == "-"
 
@@ -32,4 +33,6 @@ def test_table_aggregates_repeats_and_averages_columns(tmp_path):
     assert "| pcgrad | 0.600 | - | - |" in md
     paths = table.write(tmp_path, "t")
     assert [p.name for p in paths] == ["t.csv", "t.md", "t.png"] and all(p.stat().st_size > 0 for p in paths)
-    assert tmp_path.joinpath("t.csv").read_text().splitlines()[1].startswith("erm,0.6,0.1,2,")
+    lines = tmp_path.joinpath("t.csv").read_text().splitlines()
+    assert lines[0].startswith("row,H1_mean,H1_se,H1_n,H1_std,")
+    assert lines[1].startswith("erm,0.6,0.1,2,0.141421,")  # values 0.5 and 0.7: std 0.1 * sqrt(2)
