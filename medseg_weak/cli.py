@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -385,14 +384,13 @@ def cmd_train_segmenter(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from medseg_weak.data.prepare import prepare
     from medseg_weak.evaluate.heldout import evaluate_folds, evaluate_heldout, summary_markdown
-    from medseg_weak.pipeline import fold_run
+    from medseg_weak.pipeline import fold_run, held_out_domains
     from medseg_weak.rundir import RunDir
 
     cfg = _run_config(args.run, args)
     run = RunDir.for_config(cfg, args.run)
-    folds = run.root / "folds.json"
-    if folds.is_file():  # a leave-one-out run: rescore every fold, then pool them
-        domains = json.loads(folds.read_text())["held_out"]
+    domains = held_out_domains(run)
+    if domains is not None:  # a leave-one-out run: rescore every fold, then pool them
         labels: list[str] = []
         for domain in domains:
             fold = fold_run(run, domain)

@@ -27,6 +27,7 @@ from medseg_weak.rundir import RunDir
 
 log = logging.getLogger(__name__)
 FOLDS = "folds"
+FOLDS_FILE = "folds.json"  # {"held_out": [hospital, ...]}: marks a leave-one-out run and its folds
 
 
 def run_pipeline(
@@ -80,7 +81,7 @@ def run_leave_one_out(
     domains = full.domains
     if len(domains) < 2:
         raise ConfigError(f"{full.source}: leave-one-out needs at least two hospitals, found {len(domains)}")
-    atomic_write_text(run.root / "folds.json", json.dumps({"held_out": domains}, indent=2) + "\n")
+    atomic_write_text(run.root / FOLDS_FILE, json.dumps({"held_out": domains}, indent=2) + "\n")
     timings: dict[str, Any] = {"data": round(time.perf_counter() - begin, 2)}
     for i, domain in enumerate(domains, 1):
         log.info("leave-one-out: fold %d/%d, %s held out", i, len(domains), domain)
@@ -101,6 +102,12 @@ def run_leave_one_out(
 def leave_one_out_dir(cfg: Config, run_dir: str | Path | None = None) -> RunDir:
     """``run_dir``, else ``<runs_dir>/<name>_loo``: next to, not inside, the single run of the config."""
     return RunDir(Path(run_dir) if run_dir is not None else Path(cfg.runs_dir) / f"{cfg.name}_loo")
+
+
+def held_out_domains(run: RunDir) -> list[str] | None:
+    """The hospitals of a leave-one-out run, in fold order; None for a single run."""
+    path = run.root / FOLDS_FILE
+    return json.loads(path.read_text())["held_out"] if path.is_file() else None
 
 
 def fold_run(run: RunDir, domain: str) -> RunDir:

@@ -57,11 +57,7 @@ class RunDir:
             old = yaml.safe_load(path.read_text()) or {}
             diff = [k for k in config_differences(old, to_dict(cfg)) if k != "runs_dir"]
             if diff:
-                shown = ", ".join(diff[:8]) + (" ..." if len(diff) > 8 else "")
-                raise ConfigError(
-                    f"{self.root}: made by a different config (differs in {shown}); "
-                    "use another run directory or --force to redo the stages that differ"
-                )
+                raise different_config(self.root, diff, "use another run directory or --force to redo them")
         self.root.mkdir(parents=True, exist_ok=True)
         dump_config(cfg, self.root / "config.yaml")
         write_environment(self.root / "env.json", seed=cfg.seed)
@@ -77,11 +73,7 @@ class RunDir:
             state = json.loads(state_file.read_text())
             diff = config_differences(state.get("config", {}), relevant)
             if diff and not force:
-                shown = ", ".join(diff[:8]) + (" ..." if len(diff) > 8 else "")
-                raise ConfigError(
-                    f"{folder}: made by a different config (differs in {shown}); "
-                    "use another run name or --force to discard it"
-                )
+                raise different_config(folder, diff, "use another run name or --force to discard it")
             if diff:
                 shutil.rmtree(folder)
             elif state.get("complete"):
@@ -102,6 +94,12 @@ class RunDir:
     def _write_state(self, name: str, relevant: dict[str, Any], complete: bool, **summary: Any) -> None:
         state = {"config": relevant, "complete": complete, **summary}
         atomic_write_text(self.stage(name) / "stage.json", json.dumps(state, indent=2, default=str) + "\n")
+
+
+def different_config(where: Path, diff: list[str], hint: str) -> ConfigError:
+    """The one message for "this folder was made by another config", naming the differing keys."""
+    shown = ", ".join(diff[:8]) + (" ..." if len(diff) > 8 else "")
+    return ConfigError(f"{where}: made by a different config (differs in {shown}); {hint}")
 
 
 def stage_config(cfg: Config, *sections: str) -> dict[str, Any]:

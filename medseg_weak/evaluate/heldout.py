@@ -25,7 +25,8 @@ from medseg_weak.segment.module import SegmenterModule
 from medseg_weak.segment.train import STAGES, self_training_stage, split_dataset
 from medseg_weak.tables import Table
 
-METRICS = ("dice", "iou", "hd95")
+METRICS = ("dice", "iou", "hd95")  # tabled; per_image.csv also holds ASSD
+SCORES = (*METRICS, "assd")
 
 
 def _segmenter(run: RunDir, stage: str) -> SegmenterModule | None:
@@ -88,7 +89,7 @@ def evaluate_folds(run: RunDir, domains: list[str], labels: list[str]) -> list[d
 
 def read_per_image(path: Path) -> list[dict[str, Any]]:
     with path.open(newline="") as f:
-        return [{**r, **{m: float(r[m]) for m in ("dice", "iou", "hd95", "assd")}} for r in csv.DictReader(f)]
+        return [{**r, **{m: float(r[m]) for m in SCORES}} for r in csv.DictReader(f)]
 
 
 def write_tables(
@@ -121,9 +122,9 @@ def write_tables(
         "best": [(r["id"], round(r["dice"], 4)) for r in ranked[-5:][::-1]],
     }
     atomic_write_text(out / "cases.json", json.dumps(cases, indent=2) + "\n")
-    lines = ["id,domain,label,method," + ",".join(("dice", "iou", "hd95", "assd"))]
+    lines = [",".join(("id", "domain", "label", "method", *SCORES))]
     lines += [
-        f"{r['id']},{r['domain']},{r['label']},{r['method']},{r['dice']:.6g},{r['iou']:.6g},{r['hd95']:.6g},{r['assd']:.6g}"
+        ",".join([r["id"], r["domain"], r["label"], r["method"], *(f"{r[m]:.6g}" for m in SCORES)])
         for r in rows
     ]
     atomic_write_text(out / "per_image.csv", "\n".join(lines) + "\n")
