@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from medseg_weak import __version__
@@ -452,7 +453,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MedsegError as err:
         if getattr(args, "debug", False):
             raise
-        err_console.print(f"[red]error:[/red] {err}", highlight=False)
+        # escape: messages quote config values such as [low, high], which rich would take for markup
+        err_console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False)
         return err.exit_code
     except KeyboardInterrupt:
         err_console.print("interrupted; rerun the same command to continue where it stopped")

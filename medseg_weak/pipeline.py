@@ -142,8 +142,9 @@ def _run_stages(
     from medseg_weak.classify.train import train_classifier
     from medseg_weak.evaluate.heldout import evaluate_heldout
     from medseg_weak.explain.stage import run_cams_stage
-    from medseg_weak.segment.train import train_all_segmenters, train_segmenter
+    from medseg_weak.segment.train import check_weak_label_classes, train_all_segmenters, train_segmenter
 
+    check_weak_label_classes(cfg.segmenter, manifest)  # before the classifier trains, not after
     has_truth = _has_truth(manifest)
     stages: list[tuple[str, Callable[[], Any]]] = [
         ("classifier", lambda: train_classifier(cfg, manifest, run, force=force, progress=progress)),

@@ -172,3 +172,10 @@ def test_cams_on_a_folder_that_is_not_a_run(tmp_path):
     result = run("cams", "--run", str(tmp_path / "nothing"))
     assert result.returncode == 2 and "not a run directory" in result.stderr
     assert not (tmp_path / "nothing").exists()  # nothing generated into a mistyped path
+
+
+def test_error_messages_keep_square_brackets(capsys):
+    # rich would read "[low, high]" as a markup tag and drop it from the one-line error.
+    assert main(["pipeline", "-q", "--set", "segmenter.size_prior={A: [0.5, 0.2]}"]) == 3
+    err = capsys.readouterr().err
+    assert "must be [low, high] with 0 <= low <= high <= 1; got [0.5, 0.2]" in " ".join(err.split())

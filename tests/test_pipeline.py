@@ -45,3 +45,10 @@ def test_mistyped_encoder_fails_before_any_stage(tmp_path):
     run_dir = tmp_path / "run"
     assert main(["pipeline", "-q", "--run-dir", str(run_dir), "--set", "segmenter.encoder=nope"]) == 3
     assert not run_dir.exists()
+
+
+def test_unknown_weak_label_class_fails_before_the_classifier_trains(synth_mammo, tmp_path):
+    run_dir = tmp_path / "run"
+    args = tiny_args(synth_mammo, "segmenter.pseudo_mask_classes=[E]")
+    assert main(["pipeline", "-q", "--run-dir", str(run_dir), *args]) == 3
+    assert not (run_dir / "classifier").exists()

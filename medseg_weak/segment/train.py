@@ -38,6 +38,17 @@ def self_training_stage(round_: int) -> str:
     return f"segmenter_self{round_}"
 
 
+def check_weak_label_classes(seg: SegmenterConfig, manifest: Manifest) -> None:
+    """``pseudo_mask_classes`` and ``size_prior`` may only name the manifest's labels."""
+    for name in ("pseudo_mask_classes", "size_prior"):
+        unknown = sorted(set(getattr(seg, name)) - set(manifest.labels))
+        if unknown:
+            raise ConfigError(
+                f"'segmenter.{name}' has {', '.join(unknown)}, not a label of {manifest.source}; "
+                f"valid: {', '.join(manifest.labels)}"
+            )
+
+
 def split_dataset(
     cfg: Config, manifest: Manifest, run: RunDir, split: str, source: Source, targets_dir: Path | None = None
 ) -> SegmentationDataset:
@@ -47,13 +58,7 @@ def split_dataset(
     if not records:
         raise InputError(manifest.source, f"no '{split}' images to train the segmenter on")
     seg = cfg.segmenter
-    for name in ("pseudo_mask_classes", "size_prior"):
-        unknown = sorted(set(getattr(seg, name)) - set(manifest.labels))
-        if unknown:
-            raise ConfigError(
-                f"'segmenter.{name}' has {', '.join(unknown)}, not a label of {manifest.source}; "
-                f"valid: {', '.join(manifest.labels)}"
-            )
+    check_weak_label_classes(seg, manifest)
     weak = source != "truth" and split != "test"
     cache = ArrayCache(cfg.data.cache_dir or run.root / "cache")
     base = PreprocessedDataset(
