@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from medseg_weak.errors import ConfigError, InputError
+from medseg_weak.core.weights import load_matching_weights
+from medseg_weak.errors import ConfigError
 from medseg_weak.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -135,65 +136,10 @@ class _TimmFeatures(nn.Module):
         return self.model.forward_features(x)
 
 
-_PREFIXES = ("model.", "backbone.", "body.", "encoder.", "module.", "net.", "features.")
-
-
 def load_weights(backbone: Backbone, path: str | Path) -> tuple[list[str], list[str]]:
     """Load a local checkpoint (timm / torchvision state dict, smp encoder, or our Lightning .ckpt).
 
-    Key prefixes that differ between these formats are stripped until the keys match; classifier
-    heads and shape mismatches (e.g. 3-channel weights for a 1-channel stem, which is averaged over
-    channels as timm does) are reported, never silently half-loaded: nothing matching is an error.
-    Returns (missing, unexpected) key lists for logging.
+    Classifier heads and shape mismatches are reported, never silently half-loaded (see
+    :mod:`medseg_weak.core.weights`). Returns (missing, unexpected) key lists for logging.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "weights file not found ('classifier.weights')")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a bad file; all mean "cannot use it"
-        raise InputError(path, f"cannot read weights ({type(err).__name__}: {err})") from err
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise InputError(path, "is not a state dict of tensors")
-    target = backbone.body.state_dict()
-    state = match_state_keys(state, target)
-    usable = {}
-    for key, value in state.items():
-        if key not in target:
-            continue
-        want = target[key]
-        if value.shape == want.shape:
-            usable[key] = value
-        elif value.ndim == 4 and want.ndim == 4 and value.shape[1] == 3 and want.shape[1] == 1:
-            usable[key] = value.sum(dim=1, keepdim=True)  # RGB stem -> grey stem, as timm adapts in_chans
-    if not usable:
-        raise InputError(
-            path, f"no tensor matches the '{type(backbone.body).__name__}' backbone's parameters"
-        )
-    result = backbone.body.load_state_dict(usable, strict=False)
-    log.info("loaded %d tensors from %s (%d missing)", len(usable), path, len(result.missing_keys))
-    return list(result.missing_keys), sorted(set(state) - set(usable))
-
-
-def match_state_keys(
-    state: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
-) -> dict[str, torch.Tensor]:
-    """Strip / add known prefixes until the most keys match the target."""
-    best, best_hits = state, len(set(state) & set(target))
-    candidates = [state]
-    for _ in range(3):
-        nxt = []
-        for cand in candidates:
-            for prefix in _PREFIXES:
-                stripped = {k[len(prefix) :]: v for k, v in cand.items() if k.startswith(prefix)}
-                if stripped:
-                    nxt.append(stripped)
-                nxt.append({prefix + k: v for k, v in cand.items()})
-        candidates = nxt[:64]
-        for cand in candidates:
-            hits = len(set(cand) & set(target))
-            if hits > best_hits:
-                best, best_hits = cand, hits
-    return best
+    return load_matching_weights(backbone.body, path, "'classifier.weights'")

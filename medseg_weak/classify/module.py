@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
@@ -53,6 +52,7 @@ from medseg_weak.classify.surgery import (
     per_hospital_gradients,
 )
 from medseg_weak.config import ClassifierConfig, SurgeryConfig, from_dict, to_dict
+from medseg_weak.core.schedules import cosine_lr
 from medseg_weak.errors import ConfigError, MedsegError
 
 # Collectives move the tensors of one step in buckets of at most this many bytes: one call per bucket
@@ -76,11 +76,6 @@ def stream_seed(*parts: object) -> int:
     collisions such as rank 1 at step 0 meeting rank 0 at step 1_000_003)."""
     digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
-
-
-def cosine_lr(base: float, epoch: int, epochs: int) -> float:
-    """Cosine annealing from ``base`` (epoch 0) towards 0 (after the last epoch)."""
-    return base * 0.5 * (1.0 + math.cos(math.pi * epoch / max(1, epochs)))
 
 
 class ClassifierModule(L.LightningModule):

@@ -1,7 +1,7 @@
 """Per-image segmentation metrics (Dice, IoU, HD95, ASSD) with an explicit empty-mask policy.
 
 This module's one job is to score a binary predicted mask against a binary truth mask, one image at a
-time. Dice and IoU come from :func:`medseg_weak.evaluate.overlap.overlap`; HD95 and the symmetric
+time. Dice and IoU come from :func:`medseg_weak.core.overlap.overlap`; HD95 and the symmetric
 average surface distance (ASSD) come from MONAI (``compute_hausdorff_distance`` with
 ``percentile=95`` and ``compute_average_surface_distance`` with ``symmetric=True``), whenever both
 masks are non-empty.
@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
 
-from medseg_weak.evaluate.overlap import overlap
+from medseg_weak.core.overlap import overlap
 
 __all__ = ["batch_segmentation_metrics", "segmentation_metrics"]
 

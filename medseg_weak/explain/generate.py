@@ -24,11 +24,11 @@ from PIL import Image as PILImage
 
 from medseg_weak.classify.module import ClassifierModule
 from medseg_weak.config import CamConfig, Config, to_dict
+from medseg_weak.core.overlap import pseudo_mask_overlap, saliency_scores
 from medseg_weak.data.cache import ArrayCache, file_digest
 from medseg_weak.data.dataset import PreprocessedDataset, preprocessed_from_cache
 from medseg_weak.data.manifest import Manifest, Record
 from medseg_weak.errors import ConfigError, InputError
-from medseg_weak.evaluate.overlap import pseudo_mask_overlap, saliency_scores
 from medseg_weak.explain.cams import compute_cams
 from medseg_weak.explain.masks import cam_to_mask, compute_threshold, is_degenerate, mask_statistics
 from medseg_weak.explain.overlay import overlay

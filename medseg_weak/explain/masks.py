@@ -50,6 +50,7 @@ from skimage.filters import threshold_otsu
 from skimage.morphology import disk
 from skimage.segmentation import random_walker
 
+from medseg_weak.core.overlap import IGNORE
 from medseg_weak.errors import ConfigError, RegistryError
 from medseg_weak.registry import Registry
 
@@ -71,7 +72,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-IGNORE = 255
 _KEY = "cams.mask"  # where a MaskRule lives in the run config; error messages name fields under it
 _FILL_CHOICES = ("background", "ignore")
 

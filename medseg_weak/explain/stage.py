@@ -18,11 +18,11 @@ import numpy as np
 import torch
 
 from medseg_weak.config import CamConfig, Config
+from medseg_weak.core.overlap import pseudo_mask_overlap
 from medseg_weak.data.cache import ArrayCache
 from medseg_weak.data.dataset import PreprocessedDataset
 from medseg_weak.data.manifest import Manifest
 from medseg_weak.errors import InputError
-from medseg_weak.evaluate.overlap import pseudo_mask_overlap
 from medseg_weak.explain.cams import FAST_METHODS, compute_cams
 from medseg_weak.explain.generate import cams_stage_config, generate_cams, load_classifier, target_index
 from medseg_weak.explain.masks import MaskRule, cam_to_mask

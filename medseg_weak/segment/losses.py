@@ -15,9 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from medseg_weak.core.overlap import IGNORE
 from medseg_weak.registry import Registry
-
-IGNORE = 255
 
 LossFn = Callable[..., Tensor]
 LOSSES: Registry[LossFn] = Registry("segmentation loss")

@@ -19,11 +19,10 @@ import torch
 from torch import Tensor, nn
 from torchmetrics.classification import BinaryF1Score
 
-# One implementation of the checkpoint key formats we read, shared with the classifier.
-from medseg_weak.classify.backbones import match_state_keys
-from medseg_weak.classify.module import cosine_lr
 from medseg_weak.config import SegmenterConfig, from_dict, to_dict
-from medseg_weak.errors import ConfigError, InputError
+from medseg_weak.core.schedules import cosine_lr
+from medseg_weak.core.weights import load_matching_weights
+from medseg_weak.errors import ConfigError
 from medseg_weak.segment.losses import IGNORE, LOSSES, LossFn, foreground_logit, size_penalty
 
 log = logging.getLogger(__name__)
@@ -85,41 +84,9 @@ def load_encoder_weights_from(encoder: nn.Module, path: str | Path) -> tuple[lis
 
     Accepts an smp encoder or whole smp model (``encoder.`` prefix), our Lightning checkpoints
     (``model.encoder.``, or a classifier's ``model.backbone.body.`` when it was trained with backbone
-    ``smp:<encoder>``) and timm / torchvision files: the classifier loader's prefix matching strips
-    them. Shape mismatches are skipped (an RGB stem is summed into a grey one, as timm does); nothing
-    matching is an error, never a silently random encoder.
+    ``smp:<encoder>``) and timm / torchvision files (:mod:`medseg_weak.core.weights`).
     """
-    path = Path(path)
-    where = "('segmenter.encoder_weights_path')"
-    if not path.is_file():
-        raise InputError(path, f"encoder weights file not found {where}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a bad file; all mean "cannot use it"
-        raise InputError(path, f"cannot read encoder weights ({type(err).__name__}: {err}) {where}") from err
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise InputError(path, f"is not a state dict of tensors {where}")
-    target = encoder.state_dict()
-    state = match_state_keys(state, target)
-    usable: dict[str, Tensor] = {}
-    for key, value in state.items():
-        want = target.get(key)
-        if want is None:
-            continue
-        if value.shape == want.shape:
-            usable[key] = value
-        elif value.ndim == 4 and want.ndim == 4 and value.shape[1] == 3 and want.shape[1] == 1:
-            usable[key] = value.sum(dim=1, keepdim=True)
-    if not usable:
-        raise InputError(
-            path, f"no tensor matches the '{type(encoder).__name__}' encoder's parameters {where}"
-        )
-    # nn.Module's own method: smp encoders override load_state_dict and return None instead of the keys.
-    result = nn.Module.load_state_dict(encoder, usable, strict=False)
-    log.info("loaded %d encoder tensors from %s (%d missing)", len(usable), path, len(result.missing_keys))
-    return list(result.missing_keys), sorted(set(state) - set(usable))
+    return load_matching_weights(encoder, path, "'segmenter.encoder_weights_path'")
 
 
 def build_loss(cfg: SegmenterConfig) -> LossFn:

@@ -5,8 +5,8 @@ import pytest
 import torch
 from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
 
+from medseg_weak.core.overlap import overlap
 from medseg_weak.evaluate.metrics import batch_segmentation_metrics, segmentation_metrics
-from medseg_weak.evaluate.overlap import overlap
 
 
 def _one_hot(mask: np.ndarray) -> torch.Tensor:

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from medseg_weak.evaluate.overlap import overlap, pseudo_mask_overlap, saliency_scores
+from medseg_weak.core.overlap import overlap, pseudo_mask_overlap, saliency_scores
 
 
 def test_dice_known_value():
