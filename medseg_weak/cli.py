@@ -10,7 +10,7 @@ import argparse
 import dataclasses
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
@@ -19,7 +19,8 @@ from rich.table import Table
 
 from medseg_weak import __version__
 from medseg_weak.config import Config, load_config
-from medseg_weak.errors import InputError, MedsegError
+from medseg_weak.data.kinds import KINDS
+from medseg_weak.errors import MedsegError
 
 # Outside a terminal rich assumes 80 columns, which truncates tables and breaks file paths across
 # lines in logs; errors must stay one greppable line.
@@ -53,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     synth = verbs.add_parser("synth", help="generate the built-in multi-hospital benchmark")
     synth.add_argument(
-        "kind", choices=["mammo", "fundus"], help="mammograms (density A-D) or fundus (quality)"
+        "kind", choices=KINDS.names(), help="; ".join(f"{k}: {KINDS.get(k).description}" for k in KINDS)
     )
     synth.add_argument("--out", type=Path, required=True, help="output folder (created; reruns resume)")
     synth.add_argument("--n-per-hospital", type=int, help="images per hospital")
@@ -158,7 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_config(args: argparse.Namespace) -> Config:
-    return load_config(args.config, args.overrides)
+    from medseg_weak.data.kinds import resolve_kind_defaults
+
+    return resolve_kind_defaults(load_config(args.config, args.overrides))
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -177,29 +180,11 @@ def cmd_synth(args: argparse.Namespace) -> int:
     }
     synth_cfg = dataclasses.replace(cfg.synth, **{k: v for k, v in given.items() if v is not None})
     seed = cfg.seed if args.seed is None else args.seed
-    _check_synth_args(synth_cfg)
     total = synth_cfg.n_per_hospital * synth_cfg.hospitals
     with progress_bar(total, f"synth {synth_cfg.kind}", enabled=not args.quiet) as advance:
         manifest = generate(args.out, synth_cfg, seed=seed, progress=advance)
     console.print(f"wrote {total} images and [bold]{manifest}[/bold]")
     return 0
-
-
-def _check_synth_args(cfg: object) -> None:
-    from medseg_weak.errors import ConfigError
-
-    checks: list[tuple[str, Callable[[object], bool], str]] = [
-        ("n_per_hospital", lambda v: v >= 1, "at least 1"),
-        ("hospitals", lambda v: v >= 1, "at least 1"),
-        ("spurious_cue", lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
-        ("height", lambda v: v >= 64, "at least 64"),
-        ("size", lambda v: v >= 32, "at least 32"),
-        ("workers", lambda v: v >= 1, "at least 1"),
-    ]
-    for name, ok, what in checks:
-        value = getattr(cfg, name)
-        if not ok(value):
-            raise ConfigError(f"'synth.{name}' (--{name.replace('_', '-')}) must be {what}; got {value}")
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
@@ -256,25 +241,23 @@ def cmd_data_preview(args: argparse.Namespace) -> int:
 
 
 def cmd_train_classifier(args: argparse.Namespace) -> int:
-    from medseg_weak.classify.train import train_classifier
-    from medseg_weak.data.prepare import prepare
-    from medseg_weak.rundir import RunDir
+    import medseg_weak as mw
 
-    overrides = list(args.overrides)
-    if args.test_domain is not None:
-        overrides.append(f"data.test_domain={args.test_domain}")
-    cfg = load_config(args.config, overrides)
-    run = RunDir.for_config(cfg, args.run_dir)
-    run.write_provenance(cfg, force=args.force)
-    manifest = prepare(cfg, run)
-    metrics = train_classifier(cfg, manifest, run, force=args.force, progress=not args.quiet)
-    table = Table(title=f"classifier test metrics ({run.stage('classifier')})")
+    result = mw.train_classifier(
+        args.config,
+        args.overrides,
+        run_dir=args.run_dir,
+        test_domain=args.test_domain,
+        force=args.force,
+        progress=not args.quiet,
+    )
+    table = Table(title=f"classifier test metrics ({result.folder})")
     table.add_column("hospital")
     names = ("accuracy", "balanced_accuracy", "auroc", "f1", "kappa")
     for name in names:
         table.add_column(name, justify="right")
-    test = metrics["test"]
-    for prefix in ["", *(f"{d}/" for d in metrics["domains"])]:
+    test = result.metrics["test"]
+    for prefix in ["", *(f"{d}/" for d in result.metrics["domains"])]:
         if f"{prefix}accuracy" in test:
             table.add_row(prefix.rstrip("/") or "all", *(f"{test[f'{prefix}{n}']:.3f}" for n in names))
     console.print(table)
@@ -324,121 +307,75 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_cams(args: argparse.Namespace) -> int:
-    from medseg_weak.data.prepare import prepare
-    from medseg_weak.explain.stage import run_cams_stage
-    from medseg_weak.rundir import RunDir
+    import medseg_weak as mw
 
-    config_path = args.config
-    if args.run is not None and not (args.run / "config.yaml").is_file() and args.checkpoint is None:
-        raise InputError(args.run, "not a run directory (no config.yaml); train a classifier there first")
-    if config_path is None and args.run is not None and (args.run / "config.yaml").is_file():
-        config_path = args.run / "config.yaml"
-    overrides = list(args.overrides) + ([f"data.manifest={args.manifest}"] if args.manifest else [])
-    cfg = load_config(config_path, overrides)
-    run = RunDir.for_config(cfg, args.run)
-    manifest = prepare(cfg, run)
-    rows = run_cams_stage(
-        cfg,
-        manifest,
-        run,
+    result = mw.make_cams(
+        args.run,
+        args.config,
+        args.overrides,
         checkpoint=args.checkpoint,
+        manifest=args.manifest,
         evaluate=args.evaluate,
         select=args.select,
         shard=args.shard,
         force=args.force,
         progress=not args.quiet,
     )
-    out = run.stage("cams")
-    console.print(f"{len(rows)} CAMs, pseudo-masks and overlays in {out} (index: {out / 'index.csv'})")
+    out = result.folder
+    console.print(f"{result.images} CAMs, pseudo-masks and overlays in {out} (index: {result.index})")
     for name in ("selection.md", "quality_by_hospital.md", "quality_by_class.md"):
         if (out / name).is_file():
             console.print((out / name).read_text(), markup=False, highlight=False)
     return 0
 
 
-def _run_config(run: Path, args: argparse.Namespace) -> Config:
-    """The config a run directory was made with (``--set`` still applies on top)."""
-    if not (run / "config.yaml").is_file():
-        raise InputError(run, "not a run directory (no config.yaml); run medseg-weak pipeline first")
-    return load_config(args.config or run / "config.yaml", args.overrides)
-
-
 def cmd_train_segmenter(args: argparse.Namespace) -> int:
-    from medseg_weak.data.prepare import prepare
-    from medseg_weak.rundir import RunDir
-    from medseg_weak.segment.train import STAGES, train_all_segmenters, train_segmenter
+    import medseg_weak as mw
 
-    cfg = _run_config(args.run, args)
-    run = RunDir.for_config(cfg, args.run)
-    manifest = prepare(cfg, run)
-    kwargs = {"force": args.force, "progress": not args.quiet}
-    if args.source == "truth":
-        metrics = train_segmenter(cfg, manifest, run, "truth", **kwargs)
-    else:
-        metrics = train_all_segmenters(cfg, manifest, run, **kwargs)
-    console.print(
-        f"segmenter in {run.stage(STAGES[args.source])}: best {metrics['monitor']} = {metrics['best_score']}"
+    result = mw.train_segmenter(
+        args.run, args.overrides, source=args.source, force=args.force, progress=not args.quiet
     )
+    console.print(f"segmenter in {result.folder}: best {result.monitor} = {result.best_score}")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from medseg_weak.data.prepare import prepare
-    from medseg_weak.evaluate.heldout import evaluate_folds, evaluate_heldout, summary_markdown
-    from medseg_weak.pipeline import fold_run, held_out_domains
-    from medseg_weak.rundir import RunDir
+    import medseg_weak as mw
 
-    cfg = _run_config(args.run, args)
-    run = RunDir.for_config(cfg, args.run)
-    domains = held_out_domains(run)
-    if domains is not None:  # a leave-one-out run: rescore every fold, then pool them
-        labels: list[str] = []
-        for domain in domains:
-            fold = fold_run(run, domain)
-            fold_cfg = _run_config(fold.root, args)
-            manifest = prepare(fold_cfg, fold)
-            evaluate_heldout(fold_cfg, manifest, fold)
-            labels = list(manifest.labels)
-        evaluate_folds(run, domains, labels)
-    else:
-        evaluate_heldout(cfg, prepare(cfg, run), run)
-    console.print(summary_markdown(run.stage("eval")), markup=False, highlight=False)
+    result = mw.evaluate(args.run, args.overrides, progress=not args.quiet)
+    for metric, by in (("dice", "hospital"), ("hd95", "hospital"), ("dice", "class")):
+        console.print(result.table(metric, by), markup=False, highlight=False)
     return 0
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
-    from medseg_weak.pipeline import leave_one_out_dir, run_leave_one_out, run_pipeline
+    import medseg_weak as mw
 
-    overrides = list(args.overrides)
-    if args.test_domain is not None:
-        overrides.append(f"data.test_domain={args.test_domain}")
-    cfg = load_config(args.config, overrides)
-    kwargs = {"force": args.force, "progress": not args.quiet}
-    if args.leave_one_out:
-        timings = run_leave_one_out(cfg, args.run_dir, **kwargs)
-    else:
-        timings = run_pipeline(cfg, args.run_dir, **kwargs)
+    outcome = mw.run_pipeline(
+        args.config,
+        args.overrides,
+        run_dir=args.run_dir,
+        test_domain=args.test_domain,
+        leave_one_out=args.leave_one_out,
+        force=args.force,
+        progress=not args.quiet,
+    )
     table = Table(title="pipeline stages (seconds)")
-    folds = {k: v for k, v in timings.items() if isinstance(v, dict)}
-    if folds:  # leave-one-out: one row per held-out hospital
-        stages = list(next(iter(folds.values())))
+    if outcome.folds:  # leave-one-out: one row per held-out hospital
+        stages = list(next(iter(outcome.folds.values())).timings)
         table.add_column("held out")
         for stage in stages:
             table.add_column(stage, justify="right")
-        for domain, fold in folds.items():
-            table.add_row(domain, *(f"{fold[s]:.1f}" for s in stages))
-        shared = ", ".join(f"{k} {v:.1f}" for k, v in timings.items() if not isinstance(v, dict))
-        table.caption = f"shared: {shared}"
+        for domain, fold in outcome.folds.items():
+            table.add_row(domain, *(f"{fold.timings.get(s, 0.0):.1f}" for s in stages))
+        table.caption = "shared: " + ", ".join(f"{k} {v:.1f}" for k, v in outcome.timings.items())
     else:
         table.add_column("stage")
         table.add_column("seconds", justify="right")
-        for name, seconds in timings.items():
+        for name, seconds in outcome.timings.items():
             table.add_row(name, f"{seconds:.1f}")
     console.print(table)
-    from medseg_weak.rundir import RunDir
-
-    run = leave_one_out_dir(cfg, args.run_dir) if args.leave_one_out else RunDir.for_config(cfg, args.run_dir)
-    summary = run.stage("eval") / "dice_by_hospital.md"
+    summary = outcome.run.stage("eval") / "dice_by_hospital.md"
     if summary.is_file():  # the method's central question, answered where the user is looking
         console.print(summary.read_text(), markup=False, highlight=False)
     return 0

@@ -1,12 +1,12 @@
-"""`medseg-weak pipeline`: every stage in one run directory, each skipped when already done.
+"""The plans: which stages run, in which order, for one run or for every leave-one-out fold.
 
-Stages read the previous stage's files, so a rerun after an interruption continues at the first
-incomplete stage, and each stage's timing is kept in ``timings.json``.
+``pipeline`` is a list of stages run by the one runner (``medseg_weak.stages.Runner``); each CLI
+verb runs one stage (or the plan up to it) the same way, and leave-one-out is the same plan per
+fold: the data is resolved once in the run directory, each fold is a complete run in
+``folds/<hospital>/`` (its own config.yaml with ``data.test_domain`` set), and ``eval/`` pools the
+folds' held-out images into one table whose columns are the held-out hospitals.
 
-With ``leave_one_out`` every hospital is held out in turn: the data is resolved once in the run
-directory, each fold is a complete run in ``folds/<hospital>/`` (its own config.yaml with
-``data.test_domain`` set), and ``eval/`` pools the folds' held-out images into one table whose
-columns are the held-out hospitals.
+Every stage of a plan (every fold's, for leave-one-out) is validated before the first one starts.
 """
 
 from __future__ import annotations
@@ -15,88 +15,101 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from medseg_weak.config import Config
-from medseg_weak.data.manifest import Manifest
+from medseg_weak.data.kinds import get_kind, resolve_kind_defaults
+from medseg_weak.data.manifest import Manifest, load_manifest
 from medseg_weak.errors import ConfigError
 from medseg_weak.io_utils import atomic_write_text
-from medseg_weak.rundir import RunDir
+from medseg_weak.rundir import FOLDS, FOLDS_FILE, RunDir
+from medseg_weak.stages import DataSummary, Runner, Stage, StageResult
 
 log = logging.getLogger(__name__)
-FOLDS = "folds"
-FOLDS_FILE = "folds.json"  # {"held_out": [hospital, ...]}: marks a leave-one-out run and its folds
 
 
-def run_pipeline(
-    cfg: Config, run_dir: str | Path | None = None, force: bool = False, progress: bool = True
-) -> dict[str, float]:
-    """Run data -> classifier -> cams -> segmenter (+ oracle) -> eval; returns {stage: seconds}.
+@dataclass
+class RunOutcome:
+    """What a plan produced: the run directory, each stage's typed result, seconds per stage."""
 
-    The oracle segmenter (trained on the ground truth) and the evaluation run only when every image
-    has a ground-truth mask, as the built-in benchmark does."""
+    run: RunDir
+    results: dict[str, StageResult] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    folds: dict[str, RunOutcome] = field(default_factory=dict)  # leave-one-out: one per held-out hospital
+
+
+def data_summary(cfg: Config) -> DataSummary:
+    """Labels, hospitals and masks of the configured data, read without decoding an image (the
+    built-in benchmark's come from its config: nothing is generated to validate a plan)."""
+    if cfg.data.manifest:
+        manifest = load_manifest(Path(cfg.data.manifest), cfg.data.labels or None, check_files=False)
+        return DataSummary(
+            str(manifest.source),
+            tuple(manifest.labels),
+            tuple(manifest.domains),
+            all(r.mask_path for r in manifest.records),
+        )
+    kind = get_kind(cfg.synth.kind, "synth.kind")
+    if cfg.synth.kind != cfg.data.kind:
+        raise ConfigError(
+            f"'data.kind' is '{cfg.data.kind}' but the built-in benchmark is 'synth.kind' = "
+            f"'{cfg.synth.kind}'; set both to the same kind (or give data.manifest)"
+        )
+    return DataSummary(
+        f"the built-in {kind.name} benchmark",
+        tuple(cfg.data.labels or kind.labels),
+        kind.synthetic_domains(cfg.synth.hospitals),
+        True,
+    )
+
+
+def prepare_config(cfg: Config) -> Config:
+    """The config as a run stores it: data-kind defaults filled in (channels, CAM target)."""
+    return resolve_kind_defaults(cfg)
+
+
+def pipeline_plan(cfg: Config, has_truth: bool) -> list[Stage]:
+    """classifier -> cams -> segmenter (+ self-training rounds) [-> oracle -> eval, with ground truth]."""
+    from medseg_weak.classify.stage import ClassifierStage
+    from medseg_weak.evaluate.stage import EvalStage
+    from medseg_weak.explain.stage import CamsStage
+    from medseg_weak.segment.stage import SegmenterStage, segmenter_stages
+
+    plan: list[Stage] = [ClassifierStage(), CamsStage(evaluate=has_truth), *segmenter_stages(cfg)]
+    if has_truth:
+        plan += [SegmenterStage("truth"), EvalStage(cfg)]
+    return plan
+
+
+def run_plan(
+    cfg: Config,
+    run: RunDir,
+    plan: Sequence[Stage] | None = None,
+    *,
+    force: bool = False,
+    progress: bool = True,
+    redo: Sequence[str] = (),
+) -> RunOutcome:
+    """Validate every stage of ``plan`` (default: the whole pipeline), then run it in ``run``."""
     from medseg_weak.data.prepare import prepare
 
-    _check_segmenter(cfg)
-    begin = time.perf_counter()
-    run = RunDir.for_config(cfg, run_dir)
+    cfg = prepare_config(cfg)
+    summary = data_summary(cfg)
+    plan = list(plan) if plan is not None else pipeline_plan(cfg, summary.has_truth)
+    Runner.validate(plan, cfg, summary)
     if (run.root / FOLDS).is_dir():
         raise ConfigError(
             f"{run.root} holds a leave-one-out run (folds/); add --leave-one-out or use another --run-dir"
         )
+    begin = time.perf_counter()
     run.write_provenance(cfg, force=force)
     manifest = prepare(cfg, run)  # generates the built-in data on first use
-    timings = {
-        "data": round(time.perf_counter() - begin, 2),
-        **_run_stages(cfg, manifest, run, force, progress),
-    }
-    atomic_write_text(run.root / "timings.json", json.dumps(timings, indent=2) + "\n")
-    return timings
-
-
-def run_leave_one_out(
-    cfg: Config, run_dir: str | Path | None = None, force: bool = False, progress: bool = True
-) -> dict[str, Any]:
-    """Hold out each hospital in turn (a whole pipeline per fold); pool the held-out evaluations.
-
-    The run directory defaults to ``<runs_dir>/<name>_loo``.
-    Returns {"data": seconds, <hospital>: {stage: seconds}, ..., "eval": seconds}."""
-    from medseg_weak.data.prepare import resolve_manifest, split_manifest
-    from medseg_weak.evaluate.heldout import evaluate_folds
-
-    _check_segmenter(cfg)
-    if cfg.data.test_domain:
-        raise ConfigError(
-            f"'data.test_domain' is '{cfg.data.test_domain}', but leave-one-out holds out every "
-            "hospital in turn; remove it"
-        )
-    begin = time.perf_counter()
-    run = leave_one_out_dir(cfg, run_dir)
-    if (run.stage("classifier") / "stage.json").is_file():
-        raise ConfigError(f"{run.root} holds a single pipeline run; use another --run-dir for leave-one-out")
-    run.write_provenance(cfg, force=force)
-    full = resolve_manifest(cfg, run)
-    domains = full.domains
-    if len(domains) < 2:
-        raise ConfigError(f"{full.source}: leave-one-out needs at least two hospitals, found {len(domains)}")
-    atomic_write_text(run.root / FOLDS_FILE, json.dumps({"held_out": domains}, indent=2) + "\n")
-    timings: dict[str, Any] = {"data": round(time.perf_counter() - begin, 2)}
-    for i, domain in enumerate(domains, 1):
-        log.info("leave-one-out: fold %d/%d, %s held out", i, len(domains), domain)
-        fold_cfg = fold_config(cfg, run, full, domain)
-        fold = fold_run(run, domain)
-        fold.write_provenance(fold_cfg, force=force)
-        manifest = split_manifest(fold_cfg, full)
-        timings[domain] = _run_stages(fold_cfg, manifest, fold, force, progress)
-        atomic_write_text(fold.root / "timings.json", json.dumps(timings[domain], indent=2) + "\n")
-    if _has_truth(full):
-        start = time.perf_counter()
-        evaluate_folds(run, domains, list(full.labels))
-        timings["eval"] = round(time.perf_counter() - start, 2)
-    atomic_write_text(run.root / "timings.json", json.dumps(timings, indent=2) + "\n")
-    return timings
+    runner = Runner(cfg, run, force=force, progress=progress, redo=redo)
+    runner.timings["data"] = round(time.perf_counter() - begin, 2)
+    results = runner.execute(plan, manifest)
+    return RunOutcome(run, results, dict(runner.timings))
 
 
 def leave_one_out_dir(cfg: Config, run_dir: str | Path | None = None) -> RunDir:
@@ -104,65 +117,61 @@ def leave_one_out_dir(cfg: Config, run_dir: str | Path | None = None) -> RunDir:
     return RunDir(Path(run_dir) if run_dir is not None else Path(cfg.runs_dir) / f"{cfg.name}_loo")
 
 
-def held_out_domains(run: RunDir) -> list[str] | None:
-    """The hospitals of a leave-one-out run, in fold order; None for a single run."""
-    path = run.root / FOLDS_FILE
-    return json.loads(path.read_text())["held_out"] if path.is_file() else None
-
-
-def fold_run(run: RunDir, domain: str) -> RunDir:
-    return RunDir(run.root / FOLDS / domain)
-
-
 def fold_config(cfg: Config, run: RunDir, manifest: Manifest, domain: str) -> Config:
     """The fold's config: ``domain`` held out; the run's data and cache shared by every fold."""
+    from medseg_weak.data.prepare import cache_dir
+
     data = dataclasses.replace(
         cfg.data,
         test_domain=domain,
         manifest=str(Path(manifest.source).resolve()),
-        cache_dir=cfg.data.cache_dir or str((run.root / "cache").resolve()),
+        cache_dir=str(cache_dir(cfg, run).resolve()),
     )
     return dataclasses.replace(cfg, data=data)
 
 
-def _check_segmenter(cfg: Config) -> None:
-    """Fail on a mistyped segmenter architecture or encoder now, not after the classifier has trained."""
-    from medseg_weak.segment.module import create_segmenter
+def run_leave_one_out(
+    cfg: Config, run: RunDir, *, force: bool = False, progress: bool = True, redo: Sequence[str] = ()
+) -> RunOutcome:
+    """Hold out each hospital in turn (a whole pipeline per fold); pool the held-out evaluations."""
+    from medseg_weak.data.prepare import resolve_manifest, split_manifest
+    from medseg_weak.evaluate.stage import PooledEvalStage
 
-    create_segmenter(cfg.segmenter, load_encoder_weights=False)
-
-
-def _has_truth(manifest: Manifest) -> bool:
-    return all(r.mask_path for r in manifest.records)
-
-
-def _run_stages(
-    cfg: Config, manifest: Manifest, run: RunDir, force: bool, progress: bool
-) -> dict[str, float]:
-    from medseg_weak.classify.train import train_classifier
-    from medseg_weak.evaluate.heldout import evaluate_heldout
-    from medseg_weak.explain.stage import run_cams_stage
-    from medseg_weak.segment.train import check_weak_label_classes, train_all_segmenters, train_segmenter
-
-    check_weak_label_classes(cfg.segmenter, manifest)  # before the classifier trains, not after
-    has_truth = _has_truth(manifest)
-    stages: list[tuple[str, Callable[[], Any]]] = [
-        ("classifier", lambda: train_classifier(cfg, manifest, run, force=force, progress=progress)),
-        (
-            "cams",
-            lambda: run_cams_stage(cfg, manifest, run, evaluate=has_truth, force=force, progress=progress),
-        ),
-        ("segmenter", lambda: train_all_segmenters(cfg, manifest, run, force=force, progress=progress)),
-    ]
-    if has_truth:
-        stages += [
-            ("oracle", lambda: train_segmenter(cfg, manifest, run, "truth", force=force, progress=progress)),
-            ("eval", lambda: evaluate_heldout(cfg, manifest, run)),
-        ]
-    timings: dict[str, float] = {}
-    for name, stage in stages:
-        start = time.perf_counter()
-        log.info("pipeline: %s (%s)", name, run.root)
-        stage()
-        timings[name] = round(time.perf_counter() - start, 2)
-    return timings
+    cfg = prepare_config(cfg)
+    if cfg.data.test_domain:
+        raise ConfigError(
+            f"'data.test_domain' is '{cfg.data.test_domain}', but leave-one-out holds out every "
+            "hospital in turn; remove it"
+        )
+    summary = data_summary(cfg)
+    if len(summary.domains) < 2:
+        raise ConfigError(f"{summary.source}: leave-one-out needs at least two hospitals")
+    for domain in summary.domains:  # every fold's plan, before the first fold trains
+        fold_cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, test_domain=domain))
+        Runner.validate(pipeline_plan(fold_cfg, summary.has_truth), fold_cfg, summary)
+    if run.read_state("classifier") is not None:
+        raise ConfigError(f"{run.root} holds a single pipeline run; use another --run-dir for leave-one-out")
+    begin = time.perf_counter()
+    run.write_provenance(cfg, force=force)
+    full = resolve_manifest(cfg, run)
+    domains = full.domains
+    atomic_write_text(run.root / FOLDS_FILE, json.dumps({"held_out": domains}, indent=2) + "\n")
+    outcome = RunOutcome(run, timings={"data": round(time.perf_counter() - begin, 2)})
+    for i, domain in enumerate(domains, 1):
+        log.info("leave-one-out: fold %d/%d, %s held out", i, len(domains), domain)
+        fold_cfg = fold_config(cfg, run, full, domain)
+        fold = run.fold(domain)
+        fold.write_provenance(fold_cfg, force=force)
+        runner = Runner(fold_cfg, fold, force=force, progress=progress, redo=redo)
+        plan = pipeline_plan(fold_cfg, summary.has_truth)
+        results = runner.execute(plan, split_manifest(fold_cfg, full))
+        outcome.folds[domain] = RunOutcome(fold, results, dict(runner.timings))
+    if summary.has_truth:
+        pooled = Runner(cfg, run, force=force, progress=progress, redo=redo)
+        outcome.results = pooled.execute([PooledEvalStage(run, domains, list(full.labels))], full)
+        outcome.timings.update(pooled.timings)
+    atomic_write_text(
+        run.root / "timings.json",
+        json.dumps({**outcome.timings, **{d: f.timings for d, f in outcome.folds.items()}}, indent=2) + "\n",
+    )
+    return outcome

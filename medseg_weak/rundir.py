@@ -1,9 +1,10 @@
-"""The run directory: provenance files and per-stage bookkeeping (skip, resume, refuse to mix).
+"""The run directory: its layout, provenance files and per-stage bookkeeping (skip, resume, refuse).
 
 Each stage folder holds ``stage.json`` with the part of the config that determines its outputs. A
 stage whose ``stage.json`` says complete and matches is skipped; one that matches but is incomplete
 resumes; one made by a different config is refused (``--force`` clears it), so outputs of two
-configs never mix in one folder.
+configs never mix in one folder. A leave-one-out run holds one complete run per held-out hospital in
+``folds/<hospital>/`` and lists them in ``folds.json``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import yaml
 
 from medseg_weak.config import Config, dump_config, to_dict
-from medseg_weak.errors import ConfigError
+from medseg_weak.errors import ConfigError, InputError
 from medseg_weak.io_utils import atomic_write_text
 from medseg_weak.provenance import write_environment
 
@@ -36,6 +37,10 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
+FOLDS = "folds"
+FOLDS_FILE = "folds.json"  # {"held_out": [hospital, ...]}: marks a leave-one-out run and its folds
+
+
 @dataclass(frozen=True)
 class RunDir:
     root: Path
@@ -46,6 +51,35 @@ class RunDir:
 
     def stage(self, name: str) -> Path:
         return self.root / name
+
+    def fold(self, domain: str) -> RunDir:
+        """The run of the leave-one-out fold that holds ``domain`` out."""
+        return RunDir(self.root / FOLDS / domain)
+
+    def held_out_domains(self) -> list[str] | None:
+        """The hospitals of a leave-one-out run, in fold order; None for a single run."""
+        path = self.root / FOLDS_FILE
+        if not path.is_file():
+            return None
+        try:
+            return list(json.loads(path.read_text())["held_out"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise InputError(path, f"not a folds file written by medseg-weak ({err})") from None
+
+    def read_state(self, name: str) -> dict[str, Any] | None:
+        """``name``'s stage.json (None when there is none); a broken or hand-edited one is an error."""
+        path = self.stage(name) / "stage.json"
+        if not path.is_file():
+            return None
+        try:
+            state = json.loads(path.read_text())
+        except ValueError as err:
+            raise InputError(
+                path, f"is not valid JSON ({err}); delete the stage folder or rerun with --force"
+            ) from None
+        if not isinstance(state, dict) or not isinstance(state.get("config", {}), dict):
+            raise InputError(path, "is not a stage record written by medseg-weak; rerun with --force")
+        return state
 
     def write_provenance(self, cfg: Config, force: bool = False) -> None:
         """Store the resolved config, versions and seed; refuse a run made by another config.
@@ -62,15 +96,25 @@ class RunDir:
         dump_config(cfg, self.root / "config.yaml")
         write_environment(self.root / "env.json", seed=cfg.seed)
 
-    def begin_stage(self, name: str, relevant: dict[str, Any], force: bool = False) -> bool:
+    def begin_stage(
+        self, name: str, relevant: dict[str, Any], force: bool = False, redo: bool = False
+    ) -> bool:
         """Prepare stage folder ``name``; return True if it is already complete (skip it).
 
-        Raises :class:`ConfigError` if the folder was made by a different config, unless ``force``.
+        Raises :class:`ConfigError` if the folder was made by a different config, unless ``force``;
+        ``redo`` discards the folder whatever it holds.
         """
         folder = self.stage(name)
-        state_file = folder / "stage.json"
-        if state_file.is_file():
-            state = json.loads(state_file.read_text())
+        if redo and folder.exists():
+            shutil.rmtree(folder)
+        try:
+            state = self.read_state(name)
+        except InputError:
+            if not force:
+                raise
+            state = None
+            shutil.rmtree(folder)
+        if state is not None:
             diff = config_differences(state.get("config", {}), relevant)
             if diff and not force:
                 raise different_config(folder, diff, "use another run name or --force to discard it")
@@ -93,6 +137,7 @@ class RunDir:
 
     def _write_state(self, name: str, relevant: dict[str, Any], complete: bool, **summary: Any) -> None:
         state = {"config": relevant, "complete": complete, **summary}
+        self.stage(name).mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.stage(name) / "stage.json", json.dumps(state, indent=2, default=str) + "\n")
 
 
@@ -100,9 +145,3 @@ def different_config(where: Path, diff: list[str], hint: str) -> ConfigError:
     """The one message for "this folder was made by another config", naming the differing keys."""
     shown = ", ".join(diff[:8]) + (" ..." if len(diff) > 8 else "")
     return ConfigError(f"{where}: made by a different config (differs in {shown}); {hint}")
-
-
-def stage_config(cfg: Config, *sections: str) -> dict[str, Any]:
-    """The parts of the config a stage depends on (seed always), as plain data for stage.json."""
-    full = to_dict(cfg)
-    return {"seed": cfg.seed, **{s: full[s] for s in sections}}

@@ -51,3 +51,17 @@ def stage_callbacks(out: Path, monitor: str, mode: str, patience: int = 0) -> li
 def stage_loggers(out: Path) -> list[Logger]:
     """CSV (``logs/metrics.csv``) and TensorBoard (``tensorboard/``) logs in the stage folder."""
     return [CSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="tensorboard", version="")]
+
+
+def fit_resumable(
+    trainer: L.Trainer, module: L.LightningModule, out: Path, **data: object
+) -> tuple[Path, float | None]:
+    """Fit, continuing from ``out/last.ckpt`` when an earlier run was interrupted; return the best
+    checkpoint (by the first ModelCheckpoint's monitor; last.ckpt when nothing was monitored) and its
+    score. The one place every training stage resumes and picks its best weights."""
+    last = out / "last.ckpt"
+    trainer.fit(module, ckpt_path=str(last) if last.is_file() else None, **data)  # type: ignore[arg-type]
+    checkpoint = trainer.checkpoint_callback
+    best = Path(checkpoint.best_model_path) if checkpoint and checkpoint.best_model_path else last
+    score = checkpoint.best_model_score if checkpoint else None
+    return best, (float(score) if score is not None else None)

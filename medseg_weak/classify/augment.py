@@ -22,63 +22,11 @@ a CPU generator are copied to the data's device (which also makes the draws devi
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from medseg_weak.errors import ConfigError
-
-_PREFIX = "classifier.augment"
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Which augmentations run, and how strongly. Everything is off by default.
-
-    ``flip`` flips images VERTICALLY (with probability 1/2 per image). Horizontal flips are never
-    used: preprocessing puts every mammogram's chest wall on the left, and a horizontal flip would
-    produce chest-wall-right images the model never sees at test time. A vertical flip keeps the
-    chest wall on the left; it puts the pectoral muscle of MLO views at the bottom, which is
-    anatomically unusual but leaves density labels unchanged.
-
-    ``fourier_beta`` is the side of the mixed low-frequency square as a fraction of the frequency
-    band along each axis: frequencies ``|k_y| <= beta * H / 2`` and ``|k_x| <= beta * W / 2`` are
-    mixed, so 1.0 mixes the whole spectrum (FACT's default) and 0.1 the lowest tenth (about the
-    FDA setting beta=0.05, whose square has half-width ``beta * min(H, W)``).
-    """
-
-    flip: bool = False
-    gamma: float = 0.0  # gamma ~ exp(U(-g, g)); g <= 2
-    contrast: float = 0.0  # x -> (x - m) * c + m + b, c ~ exp(U(-s, s)), b ~ U(-s/4, s/4); s <= 2
-    histogram_matching: float = 0.0  # probability per image
-    fourier_mixing: float = 0.0  # probability per image
-    fourier_beta: float = 0.1  # in (0, 1], see the class docstring
-    fourier_alpha: float = 1.0  # lambda ~ U(0, alpha), alpha in (0, 1]
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.flip, bool):
-            raise ConfigError(f"'{_PREFIX}.flip' must be true or false; got {self.flip!r}")
-        # Upper bounds catch typos (gamma=30 for 0.3): exp(2) already allows 7x curves and contrasts.
-        _check_range("gamma", self.gamma, 0.0, 2.0, "in [0, 2]")
-        _check_range("contrast", self.contrast, 0.0, 2.0, "in [0, 2]")
-        _check_range("histogram_matching", self.histogram_matching, 0.0, 1.0, "a probability in [0, 1]")
-        _check_range("fourier_mixing", self.fourier_mixing, 0.0, 1.0, "a probability in [0, 1]")
-        _check_range("fourier_beta", self.fourier_beta, 0.0, 1.0, "in (0, 1]", low_open=True)
-        # alpha > 1 would extrapolate past the partner's amplitude and could make amplitudes negative.
-        _check_range("fourier_alpha", self.fourier_alpha, 0.0, 1.0, "in (0, 1]", low_open=True)
-
-
-def _check_range(
-    name: str, value: object, low: float, high: float, what: str, low_open: bool = False
-) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if ok:
-        v = float(value)  # type: ignore[arg-type]
-        ok = (low < v if low_open else low <= v) and v <= high  # also False for NaN
-    if not ok:
-        raise ConfigError(f"'{_PREFIX}.{name}' must be {what}; got {value!r}")
-
+from medseg_weak.config import AugmentConfig
 
 # ---- random draws -----------------------------------------------------------------------------------
 

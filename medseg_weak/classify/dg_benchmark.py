@@ -13,14 +13,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medseg_weak.classify.protocol import SELECTION, EpochRecorder, mark_oracle_slice, read_records, select
+from medseg_weak.classify.stage import ClassifierStage, check_classifier
 from medseg_weak.classify.surgery import RULES
-from medseg_weak.classify.train import make_datamodule, train_classifier
+from medseg_weak.classify.train import make_datamodule
 from medseg_weak.config import Config
 from medseg_weak.data.datamodule import restrict_classes
 from medseg_weak.data.prepare import resolve_manifest, split_manifest
 from medseg_weak.errors import ConfigError
 from medseg_weak.io_utils import atomic_write_text
 from medseg_weak.rundir import RunDir
+from medseg_weak.stages import DataSummary, Runner
 from medseg_weak.tables import Table
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,10 @@ def run_dg_benchmark(
         raise ConfigError(
             f"--domains: {', '.join(unknown)} not in the manifest; valid: {', '.join(base.domains)}"
         )
+    summary = DataSummary(str(base.source), tuple(base.labels), tuple(base.domains), False)
+    for domain in domains:  # every run's config, before the first one trains
+        for rule in rules:
+            check_classifier(run_config(cfg, rule, domain, cfg.seed), summary)
     outcomes = []
     for domain in domains:
         for rule in rules:
@@ -74,7 +80,7 @@ def run_dg_benchmark(
                 }
                 records_path = run.stage(stage) / "records.jsonl"
                 recorder = EpochRecorder(records_path, loaders, manifest.domains)
-                train_classifier(c, manifest, run, stage=stage, progress=progress, callbacks=[recorder])
+                Runner(c, run, progress=progress).execute([ClassifierStage(stage, (recorder,))], manifest)
                 records = read_records(records_path)
                 for name in SELECTION.names():
                     chosen = select(records, name, metric)

@@ -27,7 +27,6 @@ they are copied from rank 0 before validation and at the end of training.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
@@ -65,10 +64,12 @@ class TrainingDiverged(MedsegError):
 
 
 def build_rule(cfg: SurgeryConfig) -> GradientRule:
-    """Instantiate the named rule with the hyper-parameters its dataclass declares."""
+    """Instantiate the named rule with the parameters given for it; the rule supplies the defaults."""
     cls = RULES.get(cfg.rule)
-    names = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
-    return cls(**{name: getattr(cfg, name) for name in names if hasattr(cfg, name)})
+    try:
+        return cls(**cfg.rule_parameters())
+    except (TypeError, ValueError) as err:  # a parameter the rule does not take, or out of its range
+        raise ConfigError(f"'{cfg.KEY}' for rule '{cfg.rule}': {err}") from None
 
 
 def stream_seed(*parts: object) -> int:
@@ -86,7 +87,10 @@ class ClassifierModule(L.LightningModule):
         self.cfg: ClassifierConfig = from_dict(ClassifierConfig, config, "classifier")
         self.labels = list(labels)
         self.domains = list(domains)
-        self.model = Classifier.create(self.cfg.backbone, self.cfg.in_channels, len(labels), self.cfg.dropout)
+        # in_channels 0 = the data kind's (resolved in run configs); an unresolved config is grey.
+        self.model = Classifier.create(
+            self.cfg.backbone, self.cfg.in_channels or 1, len(labels), self.cfg.dropout
+        )
         self.rule = build_rule(self.cfg.surgery)
         self.augment = DomainAugment(self.cfg.augment)
         self.automatic_optimization = False

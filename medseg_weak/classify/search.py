@@ -16,12 +16,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from medseg_weak.classify.train import train_classifier
+from medseg_weak.classify.stage import ClassifierStage
 from medseg_weak.config import Config, dump_config
 from medseg_weak.data.prepare import prepare
 from medseg_weak.errors import ConfigError
 from medseg_weak.io_utils import atomic_write_text
 from medseg_weak.rundir import RunDir
+from medseg_weak.stages import Runner
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def run_search(
     from medseg_weak.classify.backbones import create_backbone
 
     for backbone in backbones:
-        create_backbone(backbone, cfg.classifier.in_channels)  # fail now on a typo, not after hours
+        create_backbone(backbone, cfg.classifier.in_channels or 1)  # fail now on a typo, not after hours
     higher_is_better = cfg.classifier.monitor_mode == "max"
     manifest = prepare(cfg, run)
     alive = [Candidate(b, lr) for b, lr in itertools.product(backbones, lrs)]
@@ -73,13 +74,9 @@ def run_search(
         epochs = cfg.classifier.epochs * 2**r
         results = []
         for candidate in alive:
-            metrics = train_classifier(
-                candidate.apply(cfg, epochs),
-                manifest,
-                run,
-                stage=f"search/round{r}/{candidate.name}",
-                progress=progress,
-            )
+            stage = ClassifierStage(f"search/round{r}/{candidate.name}")
+            results_ = Runner(candidate.apply(cfg, epochs), run, progress=progress).execute([stage], manifest)
+            metrics = results_[stage.name].metrics  # type: ignore[attr-defined]
             score = metrics["best_score"] if metrics["best_score"] is not None else float("nan")
             results.append(Result(candidate, r, epochs, score, metrics["test"]))
         results.sort(key=lambda res: _key(res.score, higher_is_better))

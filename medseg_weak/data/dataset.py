@@ -8,7 +8,6 @@ so that CAMs and predictions can be mapped back onto the original pixels.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -17,21 +16,18 @@ from torch.utils.data import Dataset
 
 from medseg_weak.data.cache import ArrayCache
 from medseg_weak.data.io import read_image, read_mask
+from medseg_weak.data.kinds import get_kind
 from medseg_weak.data.manifest import Manifest, Record
-from medseg_weak.data.preprocess import Preprocessed, preprocess_fundus, preprocess_mammogram
+from medseg_weak.data.preprocess import Preprocessed
 from medseg_weak.errors import InputError
-from medseg_weak.registry import Registry
-
-PREPROCESSORS: Registry[Callable[..., Preprocessed]] = Registry("preprocessing")
-PREPROCESSORS.register("mammo")(preprocess_mammogram)
-PREPROCESSORS.register("fundus")(preprocess_fundus)
 
 PREPROCESS_VERSION = 1  # bump when preprocessing changes what it returns, to invalidate cached entries
 
 
 def preprocess_record(manifest: Manifest, record: Record, kind: str, size: int) -> tuple[dict, dict]:
     """Decode and preprocess one record: (arrays, geometry) as stored in the cache."""
-    pre = PREPROCESSORS.get(kind)(read_image(manifest.image_path(record)), size)
+    data_kind = get_kind(kind)
+    pre = data_kind.preprocess(read_image(manifest.image_path(record)), size)
     arrays: dict[str, np.ndarray] = {"pixels": pre.pixels.astype(np.float32), "region": pre.mask}
     mask_path = manifest.mask_path(record)
     if mask_path is not None:
@@ -40,7 +36,7 @@ def preprocess_record(manifest: Manifest, record: Record, kind: str, size: int) 
             raise InputError(mask_path, f"mask is {mask.shape[:2]}, its image is {tuple(pre.original_shape)}")
         mask = pre.to_model(mask, order=0)
         # Density masks are 0/255 foreground; fundus masks are degradation bit flags and stay as they are.
-        arrays["mask"] = (mask > 0).astype(np.uint8) if kind == "mammo" else mask
+        arrays["mask"] = (mask > 0).astype(np.uint8) if data_kind.binary_mask else mask
     geometry = {
         f.name: _plain(getattr(pre, f.name))
         for f in dataclasses.fields(pre)
@@ -77,7 +73,7 @@ class PreprocessedDataset(Dataset):
     ) -> None:
         """``domains`` fixes the hospital -> index mapping, so that subsets (one hospital's images)
         keep the index the whole data set uses."""
-        PREPROCESSORS.get(kind)  # fail now, with the valid names, not in a worker later
+        get_kind(kind)  # fail now, with the valid names, not in a worker later
         self.manifest = manifest
         self.records = list(manifest.records)
         self.kind = kind

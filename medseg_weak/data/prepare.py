@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from medseg_weak.config import Config
+from medseg_weak.data.cache import ArrayCache
 from medseg_weak.data.manifest import Manifest, load_manifest
 from medseg_weak.data.splits import leave_one_domain_out, split_patients
 from medseg_weak.io_utils import atomic_write_text
@@ -41,3 +42,12 @@ def write_split_table(manifest: Manifest, path: Path) -> Path:
     rows = ["id,domain,patient_id,label,split"]
     rows += [f"{r.id},{r.domain},{r.patient_id},{r.label},{r.split}" for r in manifest.records]
     return atomic_write_text(path, "\n".join(rows) + "\n")
+
+
+def cache_dir(cfg: Config, run: RunDir) -> Path:
+    """``data.cache_dir``, else the run's own ``cache/``: the one rule for where preprocessed arrays live."""
+    return Path(cfg.data.cache_dir) if cfg.data.cache_dir else run.root / "cache"
+
+
+def open_cache(cfg: Config, run: RunDir) -> ArrayCache:
+    return ArrayCache(cache_dir(cfg, run))

@@ -22,30 +22,26 @@ from medseg_weak.evaluate.metrics import segmentation_metrics
 from medseg_weak.io_utils import atomic_write_text
 from medseg_weak.rundir import RunDir
 from medseg_weak.segment.module import SegmenterModule
-from medseg_weak.segment.train import STAGES, self_training_stage, split_dataset
+from medseg_weak.segment.train import split_dataset
 from medseg_weak.tables import Table
 
 METRICS = ("dice", "iou", "hd95")  # tabled; per_image.csv also holds ASSD
 SCORES = (*METRICS, "assd")
 
 
-def _segmenter(run: RunDir, stage: str) -> SegmenterModule | None:
-    path = run.stage(stage) / "best.ckpt"
-    if not path.is_file():
-        return None
-    return SegmenterModule.load_from_checkpoint(path, map_location="cpu", weights_only=False).eval()
-
-
 @torch.no_grad()
-def evaluate_heldout(cfg: Config, manifest: Manifest, run: RunDir) -> list[dict[str, Any]]:
-    """Score every test image with each available method; write eval/ tables; return the rows."""
+def evaluate_heldout(
+    cfg: Config, manifest: Manifest, run: RunDir, checkpoints: dict[str, Path], out: Path
+) -> list[dict[str, Any]]:
+    """Score every test image with the CAM pseudo-masks and each segmenter of ``checkpoints``
+    ({method name: checkpoint}); write the tables into ``out``; return the rows."""
     data = split_dataset(cfg, manifest, run, "test", "cams")
     if any(r.mask_path == "" for r in data.base.records):
         raise InputError(manifest.source, "evaluate needs ground-truth masks (mask_path) for the test images")
-    stages = {"unet_cam": STAGES["cams"], "unet_truth": STAGES["truth"]}
-    if cfg.segmenter.self_training_rounds > 0:
-        stages["unet_self"] = self_training_stage(cfg.segmenter.self_training_rounds)
-    models = {name: _segmenter(run, stage) for name, stage in stages.items()}
+    models = {
+        name: SegmenterModule.load_from_checkpoint(path, map_location="cpu", weights_only=False).eval()
+        for name, path in checkpoints.items()
+    }
     rows = []
     for i in range(len(data)):
         item = data[i]
@@ -54,15 +50,14 @@ def evaluate_heldout(cfg: Config, manifest: Manifest, run: RunDir) -> list[dict[
         truth = item["mask"].numpy() > 0
         preds = {"cam": item["target"].numpy() == 1}
         for name, model in models.items():
-            if model is not None:
-                probs = torch.sigmoid(model(item["image"][None]))[0, 0].numpy()
-                preds[name] = (probs >= 0.5) & region
+            probs = torch.sigmoid(model(item["image"][None]))[0, 0].numpy()
+            preds[name] = (probs >= 0.5) & region
         for method, pred in preds.items():
             scores = segmentation_metrics(pred, truth)
             rows.append(
                 {"id": record.id, "domain": record.domain, "label": record.label, "method": method, **scores}
             )
-    write_tables(rows, run.stage("eval"), list(manifest.labels), scope=_scope(cfg))
+    write_tables(rows, out, list(manifest.labels), scope=_scope(cfg))
     return rows
 
 
@@ -71,11 +66,9 @@ def _scope(cfg: Config) -> str:
     return f"held-out hospital {held_out}" if held_out else "test images of the training hospitals"
 
 
-def evaluate_folds(run: RunDir, domains: list[str], labels: list[str]) -> list[dict[str, Any]]:
+def evaluate_folds(run: RunDir, domains: list[str], labels: list[str], out: Path) -> list[dict[str, Any]]:
     """Pool the leave-one-out folds' held-out scores: columns become the held-out hospitals."""
-    from medseg_weak.pipeline import fold_run
-
-    paths = {d: fold_run(run, d).stage("eval") / "per_image.csv" for d in domains}
+    paths = {d: run.fold(d).stage("eval") / "per_image.csv" for d in domains}
     missing = [d for d, p in paths.items() if not p.is_file()]
     if missing:
         raise InputError(
@@ -83,7 +76,7 @@ def evaluate_folds(run: RunDir, domains: list[str], labels: list[str]) -> list[d
             f"no evaluation for held-out {', '.join(missing)}; rerun the leave-one-out pipeline to finish",
         )
     rows = [row for d in domains for row in read_per_image(paths[d]) if row["domain"] == d]
-    write_tables(rows, run.stage("eval"), labels, scope="leave-one-out: each column's hospital held out")
+    write_tables(rows, out, labels, scope="leave-one-out: each column's hospital held out")
     return rows
 
 

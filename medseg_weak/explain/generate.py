@@ -23,16 +23,17 @@ import torch
 from PIL import Image as PILImage
 
 from medseg_weak.classify.module import ClassifierModule
-from medseg_weak.config import CamConfig, Config, to_dict
+from medseg_weak.config import CamConfig, Config
 from medseg_weak.core.overlap import pseudo_mask_overlap, saliency_scores
-from medseg_weak.data.cache import ArrayCache, file_digest
 from medseg_weak.data.dataset import PreprocessedDataset, preprocessed_from_cache
 from medseg_weak.data.manifest import Manifest, Record
+from medseg_weak.data.prepare import open_cache
 from medseg_weak.errors import ConfigError, InputError
 from medseg_weak.explain.cams import compute_cams
 from medseg_weak.explain.masks import cam_to_mask, compute_threshold, is_degenerate, mask_statistics
 from medseg_weak.explain.overlay import overlay
 from medseg_weak.io_utils import atomic_write, atomic_write_bytes, atomic_write_text
+from medseg_weak.rundir import RunDir
 
 log = logging.getLogger(__name__)
 STAGE = "cams"
@@ -99,15 +100,6 @@ def target_index(cam: CamConfig, labels: list[str]) -> int | None:
     return labels.index(cam.target)
 
 
-def cams_stage_config(cfg: Config, checkpoint: Path) -> dict[str, Any]:
-    # The checkpoint's content, not its path, decides whether old CAMs are still valid.
-    return {
-        "cams": to_dict(cfg)["cams"],
-        "data": to_dict(cfg)["data"],
-        "classifier_sha256": file_digest(checkpoint),
-    }
-
-
 def generate_cams(
     cfg: Config,
     manifest: Manifest,
@@ -129,7 +121,7 @@ def generate_cams(
     layer = cfg.cams.layer
     if layer not in model.cam_layers():
         raise ConfigError(f"'cams.layer' is '{layer}'; valid: {', '.join(model.cam_layers())}")
-    cache = ArrayCache(cfg.data.cache_dir) if cfg.data.cache_dir else ArrayCache(out.parent / "cache")
+    cache = open_cache(cfg, RunDir(out.parent))
     dataset = PreprocessedDataset(manifest, cfg.data.kind, cfg.data.image_size, cache)
     todo = [i for i, r in enumerate(dataset.records) if shard.owns(i) and not _done(out, r)]
     if progress is not None:

@@ -39,9 +39,7 @@ installs cleanly here. The "intensity" refiner is a small dependency-free stand-
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -50,6 +48,7 @@ from skimage.filters import threshold_otsu
 from skimage.morphology import disk
 from skimage.segmentation import random_walker
 
+from medseg_weak.config import MaskRule
 from medseg_weak.core.overlap import IGNORE
 from medseg_weak.errors import ConfigError, RegistryError
 from medseg_weak.registry import Registry
@@ -72,8 +71,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_KEY = "cams.mask"  # where a MaskRule lives in the run config; error messages name fields under it
-_FILL_CHOICES = ("background", "ignore")
 
 ThresholdFn = Callable[[np.ndarray, "np.ndarray | None", "MaskRule"], float]
 RefineFn = Callable[[np.ndarray, np.ndarray, "np.ndarray | None", np.ndarray, "MaskRule"], np.ndarray]
@@ -83,78 +80,6 @@ THRESHOLDS: Registry[ThresholdFn] = Registry("CAM threshold")
 
 REFINERS: Registry[RefineFn] = Registry("pseudo-mask refiner")
 """``(mask, cam, image, region, rule) -> mask``; re-decides uncertain pixels, keeps confident ones."""
-
-
-@dataclass(frozen=True)
-class MaskRule:
-    """How one CAM becomes a pseudo-mask (the ``cams.mask`` section of the run config).
-
-    IRN's seeds (confident fg above 0.30, confident bg below 0.05 of a max-normalised CAM, the rest
-    ignored) are ``MaskRule(low=0.05, high=0.30)`` on max-normalised CAMs.
-    """
-
-    threshold: str = "otsu"  # name in THRESHOLDS: fixed, percentile, otsu, mean, max_fraction
-    value: float = 0.5  # fixed: the threshold; percentile: 0-100 of region values; max_fraction: 0-1 of max
-    ignore_band: float = 0.0  # > 0: region pixels with |cam - t| < ignore_band (CAM units) become IGNORE
-    low: float | None = None  # with high: cam < low -> 0, cam >= high -> 1, between -> IGNORE (overrides
-    high: float | None = None  # threshold and ignore_band); set both or neither
-    min_object_px: int = 0  # drop foreground components with fewer pixels (4-connected, CAM resolution)
-    fill_holes: bool = False  # fill non-foreground pixels enclosed by foreground (IGNORE ones included)
-    opening_radius: int = 0  # binary opening of the foreground with a disk of this radius (0: off)
-    refine: str = "none"  # name in REFINERS: none, intensity, random_walk (no dense CRF: not installable)
-    refine_band_px: int = 0  # refiners also re-decide fg/bg pixels this close to the fg/bg boundary
-    outside_region: str = "background"  # pixels outside the region: background (0) or ignore (255)
-    degenerate: str = "background"  # empty region / constant CAM: region becomes background or ignore
-
-    def __post_init__(self) -> None:
-        problems: list[str] = []
-        for field, registry in (("threshold", THRESHOLDS), ("refine", REFINERS)):
-            try:
-                registry.get(getattr(self, field))
-            except RegistryError as err:
-                problems.append(f"'{_KEY}.{field}': {err}")
-        for field in ("outside_region", "degenerate"):
-            choice = getattr(self, field)
-            if choice not in _FILL_CHOICES:
-                problems.append(f"'{_KEY}.{field}' must be one of {', '.join(_FILL_CHOICES)}; got {choice!r}")
-        for field in ("value", "ignore_band", "low", "high"):
-            v = getattr(self, field)
-            if v is None and field in ("low", "high"):
-                continue
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                problems.append(f"'{_KEY}.{field}' must be a finite number; got {v!r}")
-        for field in ("min_object_px", "opening_radius", "refine_band_px"):
-            v = getattr(self, field)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                problems.append(f"'{_KEY}.{field}' must be an integer >= 0; got {v!r}")
-        if not isinstance(self.fill_holes, bool):
-            problems.append(f"'{_KEY}.fill_holes' must be true or false; got {self.fill_holes!r}")
-        if not problems:  # range checks assume the types are right
-            problems += self._range_problems()
-        if problems:
-            raise ConfigError("; ".join(problems))
-
-    def _range_problems(self) -> list[str]:
-        problems = []
-        if self.ignore_band < 0:
-            problems.append(f"'{_KEY}.ignore_band' must be >= 0; got {self.ignore_band}")
-        if (self.low is None) != (self.high is None):
-            problems.append(f"'{_KEY}.low' and '{_KEY}.high' go together: set both or neither")
-        elif self.low is not None and self.high is not None and self.low > self.high:
-            problems.append(f"'{_KEY}.low' ({self.low}) must be <= '{_KEY}.high' ({self.high})")
-        if self.threshold == "percentile" and not 0 <= self.value <= 100:
-            problems.append(
-                f"'{_KEY}.value' is a percentile for threshold 'percentile': 0-100; got {self.value}"
-            )
-        if self.threshold == "max_fraction" and not 0 <= self.value <= 1:
-            problems.append(
-                f"'{_KEY}.value' is a fraction of the max for 'max_fraction': 0-1; got {self.value}"
-            )
-        return problems
-
-    @property
-    def uses_low_high(self) -> bool:
-        return self.low is not None and self.high is not None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -281,7 +206,7 @@ def uncertain_pixels(mask: np.ndarray, region: np.ndarray, band_px: int) -> np.n
 
 def _require_image(image: np.ndarray | None, name: str) -> np.ndarray:
     if image is None:
-        raise ConfigError(f"'{_KEY}.refine' = '{name}' needs the image: pass image= to cam_to_mask")
+        raise ConfigError(f"'{MaskRule.KEY}.refine' = '{name}' needs the image: pass image= to cam_to_mask")
     return image
 
 
@@ -523,3 +448,16 @@ def mask_statistics(mask: np.ndarray | torch.Tensor) -> dict[str, float | int]:
         "ignore_fraction": (n - fg - bg) / n if n else 0.0,
         "n_components": int(ndi.label(mask == 1)[1]),
     }
+
+
+def check_rule(rule: MaskRule) -> None:
+    """Raise one ConfigError naming every unknown threshold / refiner name of ``rule`` (the
+    section's own values were checked when it was built)."""
+    problems = []
+    for name, registry in (("threshold", THRESHOLDS), ("refine", REFINERS)):
+        try:
+            registry.get(getattr(rule, name))
+        except RegistryError as err:
+            problems.append(f"'{rule.KEY}.{name}': {err}")
+    if problems:
+        raise ConfigError("; ".join(problems))

@@ -1,92 +1,137 @@
-"""The CAM stage of a run: optional selection of method/layer/threshold, generation, quality tables.
+"""The CAM stage: optional selection of method/layer/threshold, generation, quality tables.
 
-Selection is what no anchor tool offers: instead of picking a CAM configuration by eye, candidates
-are scored on a small labelled subset (pseudo-mask Dice against the truth) or, without labels, by
-faithfulness (how much the classifier's confidence survives when the image is masked by the CAM).
+Lifecycle (skip, resume, refuse, upstream digests) is the runner's (``medseg_weak.stages``);
+generation itself resumes image by image (``explain.generate``), and ``shard`` lets several
+processes share one folder: the stage completes when the last image is written.
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
-import itertools
-import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
-from medseg_weak.config import CamConfig, Config
-from medseg_weak.core.overlap import pseudo_mask_overlap
-from medseg_weak.data.cache import ArrayCache
-from medseg_weak.data.dataset import PreprocessedDataset
-from medseg_weak.data.manifest import Manifest
-from medseg_weak.errors import InputError
-from medseg_weak.explain.cams import FAST_METHODS, compute_cams
-from medseg_weak.explain.generate import cams_stage_config, generate_cams, load_classifier, target_index
-from medseg_weak.explain.masks import MaskRule, cam_to_mask
-from medseg_weak.io_utils import atomic_write_text
-from medseg_weak.progress import progress_bar
-from medseg_weak.rundir import RunDir
+from medseg_weak.config import Config
+from medseg_weak.errors import ConfigError
+from medseg_weak.stages import DataSummary, Stage, StageContext, StageResult, files_digest, stage_config
 from medseg_weak.tables import Table
 
 log = logging.getLogger(__name__)
 
-CANDIDATE_RULES: tuple[MaskRule, ...] = (
-    MaskRule(threshold="otsu"),
-    MaskRule(threshold="mean"),
-    MaskRule(threshold="percentile", value=50.0),
-    MaskRule(threshold="percentile", value=70.0),
-    MaskRule(threshold="max_fraction", value=0.3),
-    MaskRule(threshold="max_fraction", value=0.5),
-)
-SELECT_IMAGES = 48
+
+@dataclass(frozen=True)
+class CamsResult(StageResult):
+    images: int
+    degenerate: int
+
+    @property
+    def index(self) -> Path:
+        return self.folder / "index.csv"
+
+    def rows(self) -> list[dict[str, Any]]:
+        with open(self.index, newline="") as f:
+            return list(csv.DictReader(f))
+
+    def summary(self) -> dict[str, Any]:
+        return {"images": self.images, "degenerate": self.degenerate}
+
+    def key_files(self) -> list[Path]:
+        return [self.index]
 
 
-def run_cams_stage(
-    cfg: Config,
-    manifest: Manifest,
-    run: RunDir,
-    checkpoint: Path | None = None,
-    evaluate: bool = False,
-    select: bool = False,
-    shard: str | None = None,
-    force: bool = False,
-    progress: bool = True,
-) -> list[dict[str, Any]]:
-    from medseg_weak.explain.generate import Shard
+def check_cams(cfg: Config, data: DataSummary, check_layer: bool = True) -> None:
+    """``cams.*`` names (method, threshold, refiner, target, layer) checked without computing a CAM."""
+    from medseg_weak.explain.cam_methods import CAM_METHODS
+    from medseg_weak.explain.masks import check_rule
 
-    checkpoint = Path(checkpoint) if checkpoint else run.stage("classifier") / "best.ckpt"
-    shard_spec = Shard.parse(shard)
-    relevant = {**cams_stage_config(cfg, checkpoint), "select": select, "evaluate": evaluate}
-    out = run.stage("cams")
-    if run.begin_stage("cams", relevant, force=force):
-        log.info("%s: complete and matching the config; skipped", out)
-        return _read_index(out)
-    if select:
-        cfg = dataclasses.replace(cfg, cams=select_cam_config(cfg, manifest, checkpoint, out))
-    with progress_bar(len(manifest), "CAMs", enabled=progress) as advance:
-        rows = generate_cams(cfg, manifest, out, checkpoint, shard_spec, evaluate=evaluate, progress=advance)
-    degenerate = sum(bool(r["degenerate"]) for r in rows)
-    if degenerate:
-        log.warning(
-            "%d of %d CAMs were degenerate (all zero or constant in the breast): empty masks",
-            degenerate,
-            len(rows),
+    c = cfg.cams
+    try:
+        CAM_METHODS.get(c.method)
+    except ConfigError as err:
+        raise ConfigError(f"'cams.method': {err}") from None
+    check_rule(c.mask)
+    labels = cfg.classifier.classes or data.labels
+    if c.target not in ("predicted", *labels):
+        raise ConfigError(f"'cams.target' is '{c.target}'; valid: predicted or a class: {', '.join(labels)}")
+    if check_layer:
+        from medseg_weak.classify.model import Classifier
+
+        model = Classifier.create(
+            cfg.classifier.backbone, cfg.classifier.in_channels or 1, max(2, len(labels))
         )
-    if evaluate:
-        write_quality_tables(rows, out)
-    if len(rows) == len(manifest):
-        run.complete_stage("cams", relevant, images=len(rows), degenerate=degenerate)
-    return rows
+        if c.layer not in model.cam_layers():
+            raise ConfigError(f"'cams.layer' is '{c.layer}'; valid: {', '.join(model.cam_layers())}")
 
 
-def _read_index(out: Path) -> list[dict[str, Any]]:
-    import csv
+class CamsStage(Stage):
+    """CAMs, pseudo-masks and overlays of every image into ``<run>/cams/``.
 
-    with open(out / "index.csv", newline="") as f:
-        return list(csv.DictReader(f))
+    ``checkpoint``: explain this classifier instead of the run's own (then the stage needs nothing
+    upstream and the checkpoint's content is part of the fingerprint)."""
+
+    name = "cams"
+
+    def __init__(
+        self,
+        checkpoint: Path | None = None,
+        evaluate: bool = False,
+        select: bool = False,
+        shard: str | None = None,
+    ) -> None:
+        from medseg_weak.explain.generate import Shard
+
+        self.checkpoint = Path(checkpoint) if checkpoint else None
+        self.evaluate = evaluate
+        self.select = select
+        self.shard = Shard.parse(shard)
+        self.needs = () if self.checkpoint else ("classifier",)
+
+    def fingerprint(self, cfg: Config) -> dict[str, Any]:
+        relevant = {**stage_config(cfg, "cams", "data"), "select": self.select, "evaluate": self.evaluate}
+        relevant.pop("seed")  # CAMs are a deterministic function of the classifier and the images
+        if self.checkpoint is not None:
+            relevant["classifier_sha256"] = files_digest([self.checkpoint])
+        return relevant
+
+    def validate(self, cfg: Config, data: DataSummary) -> None:
+        from medseg_weak.errors import InputError
+
+        if self.checkpoint is not None and not self.checkpoint.is_file():
+            raise InputError(self.checkpoint, "classifier checkpoint not found (--checkpoint)")
+        # An external checkpoint's architecture may differ from cfg.classifier: its layer is checked at run.
+        check_cams(cfg, data, check_layer=self.checkpoint is None)
+
+    def run(self, ctx: StageContext) -> CamsResult:
+        from medseg_weak.explain.generate import generate_cams
+        from medseg_weak.explain.select import select_cam_config
+        from medseg_weak.progress import progress_bar
+
+        cfg, out, manifest = ctx.cfg, ctx.out, ctx.manifest
+        checkpoint = self.checkpoint or ctx.best_checkpoint("classifier")
+        if self.select:
+            cfg = dataclasses.replace(cfg, cams=select_cam_config(cfg, manifest, checkpoint, out))
+        with progress_bar(len(manifest), "CAMs", enabled=ctx.progress) as advance:
+            rows = generate_cams(
+                cfg, manifest, out, checkpoint, self.shard, evaluate=self.evaluate, progress=advance
+            )
+        degenerate = sum(str(r["degenerate"]) in ("True", "true", "1") for r in rows)
+        if degenerate:
+            log.warning(
+                "%d of %d CAMs were degenerate (all zero or constant in the breast): empty masks",
+                degenerate,
+                len(rows),
+            )
+        complete = len(rows) == len(manifest)
+        if self.evaluate and complete:
+            write_quality_tables(rows, out)
+        return CamsResult(out, len(rows), degenerate, complete=complete)
+
+    def load(self, ctx: StageContext) -> CamsResult:
+        state = ctx.state(self.name)
+        return CamsResult(ctx.out, int(state.get("images", 0)), int(state.get("degenerate", 0)))
 
 
 def write_quality_tables(rows: list[dict[str, Any]], out: Path) -> None:
@@ -108,98 +153,3 @@ def write_quality_tables(rows: list[dict[str, Any]], out: Path) -> None:
         ]
         table = Table.from_values(f"pseudo-mask vs truth by {title}", values, average_column=None)
         table.write(out, f"quality_by_{title}", plot=title == "hospital")
-
-
-def select_cam_config(cfg: Config, manifest: Manifest, checkpoint: Path, out: Path) -> CamConfig:
-    """Score method x layer x threshold-rule candidates; return the best CamConfig and record why."""
-    module = load_classifier(checkpoint)
-    model = module.model.eval()
-    target = target_index(cfg.cams, module.labels)
-    pool = [r for r in manifest.records if r.split == "val"] or list(manifest.records)
-    labelled = [r for r in pool if r.mask_path][:SELECT_IMAGES]
-    records = labelled or pool[:SELECT_IMAGES]
-    if not records:
-        raise InputError(manifest.source, "--select needs images (a 'val' split or any image)")
-    cache = ArrayCache(cfg.data.cache_dir) if cfg.data.cache_dir else ArrayCache(out.parent / "cache")
-    dataset = PreprocessedDataset(manifest.subset(records), cfg.data.kind, cfg.data.image_size, cache)
-    items = [dataset[i] for i in range(len(dataset))]
-    images = torch.stack([it["image"] for it in items])
-    regions = [it["region"].numpy() for it in items]
-    truths = [it["mask"].numpy() > 0 for it in items] if labelled else None
-    results = []
-    for method, layer in itertools.product(sorted(FAST_METHODS), model.cam_layers()):
-        cams = compute_cams(model, images, target_layer=layer, method=method, targets=target).cpu().numpy()
-        cams = np.where(np.stack(regions), cams, 0.0)
-        if truths is None:
-            score = faithfulness(model, images, torch.from_numpy(cams).float(), target)
-            results.append({"method": method, "layer": layer, "rule": cfg.cams.mask, "score": score})
-            continue
-        for rule in CANDIDATE_RULES:
-            dice = [
-                pseudo_mask_overlap(cam_to_mask(c, reg, rule), t)["dice"]
-                for c, reg, t in zip(cams, regions, truths)
-            ]
-            results.append({"method": method, "layer": layer, "rule": rule, "score": float(np.mean(dice))})
-    results.sort(key=lambda r: -r["score"])
-    best = results[0]
-    criterion = (
-        "pseudo-mask dice" if truths is not None else "faithfulness (confidence kept on CAM-masked image)"
-    )
-    _write_selection(out, results, criterion, len(records))
-    log.info(
-        "--select: %s, layer %s, %s (%s %.3f)",
-        best["method"],
-        best["layer"],
-        best["rule"].threshold,
-        criterion,
-        best["score"],
-    )
-    return dataclasses.replace(cfg.cams, method=best["method"], layer=best["layer"], mask=best["rule"])
-
-
-def faithfulness(
-    model: torch.nn.Module, images: torch.Tensor, cams: torch.Tensor, target: int | None
-) -> float:
-    """Mean target-class probability on ``image * cam`` relative to the plain image (higher: the CAM
-    kept what the classifier needed), as pytorch-grad-cam's CamMultImageConfidenceChange measures."""
-    with torch.no_grad():
-        plain = model(images).softmax(1)
-        kept = model(images * cams.unsqueeze(1)).softmax(1)
-    idx = plain.argmax(1) if target is None else torch.full((len(images),), target)
-    ratio = kept.gather(1, idx[:, None]) / plain.gather(1, idx[:, None]).clamp_min(1e-6)
-    return float(ratio.mean())
-
-
-def _write_selection(out: Path, results: list[dict[str, Any]], criterion: str, n: int) -> None:
-    def describe(rule: MaskRule) -> str:
-        return rule.threshold + (
-            f":{rule.value:g}" if rule.threshold in ("fixed", "percentile", "max_fraction") else ""
-        )
-
-    lines = [
-        f"CAM selection by {criterion} on {n} images",
-        "",
-        "| rank | method | layer | threshold | score |",
-        "|---:|---|---|---|---:|",
-    ]
-    lines += [
-        f"| {i} | {r['method']} | {r['layer']} | {describe(r['rule'])} | {r['score']:.4f} |"
-        for i, r in enumerate(results[:30], start=1)
-    ]
-    atomic_write_text(out / "selection.md", "\n".join(lines) + "\n")
-    best = results[0]
-    atomic_write_text(
-        out / "selection.json",
-        json.dumps(
-            {
-                "criterion": criterion,
-                "images": n,
-                "method": best["method"],
-                "layer": best["layer"],
-                "mask": dataclasses.asdict(best["rule"]),
-                "score": best["score"],
-            },
-            indent=2,
-        )
-        + "\n",
-    )

@@ -70,7 +70,7 @@ def create_segmenter(cfg: SegmenterConfig, load_encoder_weights: bool = True) ->
         arch,
         encoder_name=cfg.encoder,
         encoder_weights=None,  # never download
-        in_channels=cfg.in_channels,
+        in_channels=cfg.in_channels or 1,  # 0 = the data kind's; unresolved configs are grey
         classes=1,
         **kwargs,
     )
@@ -90,19 +90,13 @@ def load_encoder_weights_from(encoder: nn.Module, path: str | Path) -> tuple[lis
 
 
 def build_loss(cfg: SegmenterConfig) -> LossFn:
-    """The configured loss with its hyper-parameters bound.
+    """The configured loss with the parameters given for it bound; the loss supplies the defaults.
 
-    A loss's keyword ``name`` is filled from the config field ``name`` (``dice_weight``) or
-    ``<loss>_<name>`` (``gce_q``), so a new loss's parameter is one config field, never a lookup table.
+    A loss's keyword ``name`` is the config field ``name`` (``dice_weight``) or ``<loss>_<name>``
+    (``gce_q``), listed in ``SegmenterConfig.LOSS_PARAMETERS``.
     """
     fn = LOSSES.get(cfg.loss)
-    kwargs = {}
-    for name in list(inspect.signature(fn).parameters)[2:]:
-        for field in (name, f"{cfg.loss}_{name}"):
-            if hasattr(cfg, field):
-                kwargs[name] = getattr(cfg, field)
-                break
-    return partial(fn, **kwargs)
+    return partial(fn, **cfg.loss_parameters())
 
 
 # ----------------------------------------------------------------------------------------- self-training

@@ -1,7 +1,8 @@
 """The built-in benchmarks: synthetic multi-hospital mammograms and fundus photographs.
 
-``generate()`` is the one entry point the CLI and pipeline use: it runs a registered generator and
-writes ``manifest.csv`` plus ``synth.json`` (arguments, versions) beside the images.
+``generate()`` is the one entry point the CLI and pipeline use: it runs the generator of the data kind
+(``medseg_weak.data.kinds``) and writes ``manifest.csv`` plus ``synth.json`` (arguments, versions)
+beside the images.
 """
 
 from __future__ import annotations
@@ -11,16 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from medseg_weak.config import SynthConfig, to_dict
+from medseg_weak.data.kinds import get_kind
 from medseg_weak.data.manifest import Record, write_manifest
 from medseg_weak.provenance import write_environment
-from medseg_weak.registry import Registry
-
-Generator = Callable[..., list[Record]]
-GENERATORS: Registry[Generator] = Registry("synthetic benchmark")
 
 
-@GENERATORS.register("mammo")
-def _mammo(out: Path, cfg: SynthConfig, seed: int, progress: Callable[[int], None] | None) -> list[Record]:
+def mammo_records(
+    out: Path, cfg: SynthConfig, seed: int, progress: Callable[[int], None] | None
+) -> list[Record]:
     from medseg_weak.data.synthetic.mammo import generate_mammo
 
     return generate_mammo(
@@ -35,8 +34,9 @@ def _mammo(out: Path, cfg: SynthConfig, seed: int, progress: Callable[[int], Non
     )
 
 
-@GENERATORS.register("fundus")
-def _fundus(out: Path, cfg: SynthConfig, seed: int, progress: Callable[[int], None] | None) -> list[Record]:
+def fundus_records(
+    out: Path, cfg: SynthConfig, seed: int, progress: Callable[[int], None] | None
+) -> list[Record]:
     from medseg_weak.data.synthetic.fundus import generate_fundus
 
     return generate_fundus(
@@ -59,7 +59,7 @@ def generate(
     and the manifest is written last and atomically: its presence means the data set is whole.
     """
     out = Path(out)
-    records = GENERATORS.get(cfg.kind)(out, cfg, seed, progress)
+    records = get_kind(cfg.kind, "synth.kind").generate(out, cfg, seed, progress)
     settings: dict[str, Any] = {"synth": to_dict(cfg), "n_images": len(records)}
     write_environment(out / "synth.json", seed=seed, **settings)
     return write_manifest(records, out / "manifest.csv")

@@ -1,0 +1,167 @@
+"""The Python API: one typed function per stage, for notebooks and scripts (``import medseg_weak as mw``).
+
+Each function takes a config (a :class:`~medseg_weak.config.Config`, a YAML path, or None for the
+defaults) plus ``--set``-style overrides, runs its stage through the one runner (validation of every
+stage first, skip / resume / refuse, provenance), and returns a typed result. The CLI verbs are thin
+calls of these functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from medseg_weak.config import Config, load_config
+from medseg_weak.errors import InputError
+from medseg_weak.rundir import RunDir
+
+if TYPE_CHECKING:
+    from medseg_weak.classify.stage import ClassifierResult
+    from medseg_weak.evaluate.stage import EvalResult
+    from medseg_weak.explain.stage import CamsResult
+    from medseg_weak.pipeline import RunOutcome
+    from medseg_weak.segment.stage import SegmenterResult
+
+ConfigLike = Config | str | Path | None
+
+
+def config(cfg: ConfigLike = None, overrides: Sequence[str] = ()) -> Config:
+    """A Config from a Config (overrides applied on top), a YAML path, or None (the defaults)."""
+    if isinstance(cfg, Config):
+        if not overrides:
+            return cfg
+        from medseg_weak.config import apply_override, from_dict, to_dict
+
+        raw = to_dict(cfg)
+        for override in overrides:
+            apply_override(raw, override)
+        return from_dict(Config, raw)
+    return load_config(cfg, overrides)
+
+
+def run_config(run: str | Path, overrides: Sequence[str] = ()) -> Config:
+    """The config a run directory was made with (overrides apply on top)."""
+    path = Path(run) / "config.yaml"
+    if not path.is_file():
+        raise InputError(run, "not a run directory (no config.yaml); run medseg-weak pipeline first")
+    return load_config(path, overrides)
+
+
+def _with(cfg: Config, test_domain: str | None) -> Config:
+    return cfg if test_domain is None else config(cfg, [f"data.test_domain={test_domain}"])
+
+
+def _run(cfg: Config, run_dir: str | Path | None) -> RunDir:
+    return RunDir.for_config(cfg, run_dir)
+
+
+def train_classifier(
+    cfg: ConfigLike = None,
+    overrides: Sequence[str] = (),
+    *,
+    run_dir: str | Path | None = None,
+    test_domain: str | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> ClassifierResult:
+    """Train the density / quality classifier into ``<run>/classifier/``."""
+    from medseg_weak.classify.stage import ClassifierStage
+    from medseg_weak.pipeline import run_plan
+
+    c = _with(config(cfg, overrides), test_domain)
+    outcome = run_plan(c, _run(c, run_dir), [ClassifierStage()], force=force, progress=progress)
+    return outcome.results["classifier"]  # type: ignore[return-value]
+
+
+def make_cams(
+    run: str | Path | None = None,
+    cfg: ConfigLike = None,
+    overrides: Sequence[str] = (),
+    *,
+    checkpoint: str | Path | None = None,
+    manifest: str | Path | None = None,
+    evaluate: bool = False,
+    select: bool = False,
+    shard: str | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> CamsResult:
+    """CAMs, pseudo-masks and overlays of every image into ``<run>/cams/`` (the run's own classifier,
+    or ``checkpoint``); ``evaluate`` scores them against the ground truth, ``select`` chooses the
+    method, layer and threshold by metrics first, ``shard`` ("i/n") does this process's share."""
+    from medseg_weak.explain.stage import CamsStage
+    from medseg_weak.pipeline import run_plan
+
+    if cfg is None and run is not None and (Path(run) / "config.yaml").is_file():
+        cfg = Path(run) / "config.yaml"
+    elif run is not None and checkpoint is None and not (Path(run) / "config.yaml").is_file():
+        raise InputError(run, "not a run directory (no config.yaml); train a classifier there first")
+    extra = [f"data.manifest={manifest}"] if manifest else []
+    c = config(cfg, [*overrides, *extra])
+    stage = CamsStage(Path(checkpoint) if checkpoint else None, evaluate=evaluate, select=select, shard=shard)
+    outcome = run_plan(c, _run(c, run), [stage], force=force, progress=progress)
+    return outcome.results["cams"]  # type: ignore[return-value]
+
+
+def train_segmenter(
+    run: str | Path,
+    overrides: Sequence[str] = (),
+    *,
+    source: str = "cams",
+    force: bool = False,
+    progress: bool = True,
+) -> SegmenterResult:
+    """The UNet on the run's CAM pseudo-masks (and its self-training rounds), or on the ground truth
+    (``source="truth"``: the oracle); returns the last stage's result."""
+    from medseg_weak.errors import ConfigError
+    from medseg_weak.pipeline import run_plan
+    from medseg_weak.segment.stage import SegmenterStage, segmenter_stages
+
+    if source not in ("cams", "truth"):
+        raise ConfigError(f"source must be cams or truth; got {source!r}")
+    c = run_config(run, overrides)
+    plan = [SegmenterStage("truth")] if source == "truth" else segmenter_stages(c)
+    outcome = run_plan(c, RunDir(Path(run)), plan, force=force, progress=progress)
+    return outcome.results[plan[-1].name]  # type: ignore[return-value]
+
+
+def evaluate(run: str | Path, overrides: Sequence[str] = (), *, progress: bool = True) -> EvalResult:
+    """Rescore a run's test images (a leave-one-out run: every fold, then the pooled table)."""
+    from medseg_weak.evaluate.stage import EvalStage, PooledEvalStage
+    from medseg_weak.pipeline import data_summary, run_plan
+    from medseg_weak.stages import Runner
+
+    root = RunDir(Path(run))
+    c = run_config(run, overrides)
+    domains = root.held_out_domains()
+    if domains is None:
+        return run_plan(c, root, [EvalStage(c)], progress=progress, redo=["eval"]).results["eval"]  # type: ignore[return-value]
+    for domain in domains:
+        fold = root.fold(domain)
+        fold_cfg = run_config(fold.root, overrides)
+        run_plan(fold_cfg, fold, [EvalStage(fold_cfg)], progress=progress, redo=["eval"])
+    labels = list(data_summary(c).labels)
+    runner = Runner(c, root, progress=progress, redo=["eval"])
+    return runner.execute([PooledEvalStage(root, domains, labels)], None)["eval"]  # type: ignore[return-value]
+
+
+def run_pipeline(
+    cfg: ConfigLike = None,
+    overrides: Sequence[str] = (),
+    *,
+    run_dir: str | Path | None = None,
+    test_domain: str | None = None,
+    leave_one_out: bool = False,
+    force: bool = False,
+    progress: bool = True,
+) -> RunOutcome:
+    """Every stage in one run directory: data -> classifier -> CAMs -> UNet (+ oracle) -> eval.
+
+    ``leave_one_out`` holds out every hospital in turn (``<runs_dir>/<name>_loo`` by default)."""
+    from medseg_weak.pipeline import leave_one_out_dir, run_leave_one_out, run_plan
+
+    c = _with(config(cfg, overrides), test_domain)
+    if leave_one_out:
+        return run_leave_one_out(c, leave_one_out_dir(c, run_dir), force=force, progress=progress)
+    return run_plan(c, _run(c, run_dir), force=force, progress=progress)
