@@ -100,7 +100,7 @@ def make_cams(
     extra = [f"data.manifest={manifest}"] if manifest else []
     c = config(cfg, [*overrides, *extra])
     stage = CamsStage(Path(checkpoint) if checkpoint else None, evaluate=evaluate, select=select, shard=shard)
-    outcome = run_plan(c, _run(c, run), [stage], force=force, progress=progress)
+    outcome = run_plan(c, _run(c, run), [stage], force=force, progress=progress, allow=("cams",))
     return outcome.results["cams"]  # type: ignore[return-value]
 
 
@@ -122,7 +122,7 @@ def train_segmenter(
         raise ConfigError(f"source must be cams or truth; got {source!r}")
     c = run_config(run, overrides)
     plan = [SegmenterStage("truth")] if source == "truth" else segmenter_stages(c)
-    outcome = run_plan(c, RunDir(Path(run)), plan, force=force, progress=progress)
+    outcome = run_plan(c, RunDir(Path(run)), plan, force=force, progress=progress, allow=("segmenter",))
     return outcome.results[plan[-1].name]  # type: ignore[return-value]
 
 

@@ -91,8 +91,11 @@ def run_plan(
     force: bool = False,
     progress: bool = True,
     redo: Sequence[str] = (),
+    allow: tuple[str, ...] = (),
 ) -> RunOutcome:
-    """Validate every stage of ``plan`` (default: the whole pipeline), then run it in ``run``."""
+    """Validate every stage of ``plan`` (default: the whole pipeline), then run it in ``run``.
+
+    ``allow``: config sections this plan may change in an existing run (see RunDir.write_provenance)."""
     from medseg_weak.data.prepare import prepare
 
     cfg = prepare_config(cfg)
@@ -104,7 +107,7 @@ def run_plan(
             f"{run.root} holds a leave-one-out run (folds/); add --leave-one-out or use another --run-dir"
         )
     begin = time.perf_counter()
-    run.write_provenance(cfg, force=force)
+    run.write_provenance(cfg, force=force, allow=allow)
     manifest = prepare(cfg, run)  # generates the built-in data on first use
     runner = Runner(cfg, run, force=force, progress=progress, redo=redo)
     runner.timings["data"] = round(time.perf_counter() - begin, 2)

@@ -81,15 +81,21 @@ class RunDir:
             raise InputError(path, "is not a stage record written by medseg-weak; rerun with --force")
         return state
 
-    def write_provenance(self, cfg: Config, force: bool = False) -> None:
+    def write_provenance(self, cfg: Config, force: bool = False, allow: tuple[str, ...] = ()) -> None:
         """Store the resolved config, versions and seed; refuse a run made by another config.
 
         Checked before any stage runs, so config.yaml always describes what the folder holds.
+        ``allow``: sections a stage verb may change in an existing run (``train-segmenter --set
+        segmenter.epochs=20``); the stage's own fingerprint still refuses a folder made otherwise.
         """
         path = self.root / "config.yaml"
         if path.is_file() and not force:
             old = yaml.safe_load(path.read_text()) or {}
-            diff = [k for k in config_differences(old, to_dict(cfg)) if k != "runs_dir"]
+            diff = [
+                k
+                for k in config_differences(old, to_dict(cfg))
+                if k != "runs_dir" and not any(k == a or k.startswith(a + ".") for a in allow)
+            ]
             if diff:
                 raise different_config(self.root, diff, "use another run directory or --force to redo them")
         self.root.mkdir(parents=True, exist_ok=True)

@@ -83,7 +83,7 @@ def test_a_stage_whose_input_is_unfinished_is_refused(tmp_path):
 
 def test_validation_of_every_stage_happens_before_any_runs():
     first, bad = WriteStage("a", "x"), WriteStage("b", "y", fail_validate=True)
-    with pytest.raises(ConfigError, match="'b.text'"):
+    with pytest.raises(ConfigError, match=r"'b\.text'"):
         Runner.validate([first, bad], Config(), DATA)
     assert first.runs == 0
     with pytest.raises(ConfigError, match="twice"):

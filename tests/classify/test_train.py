@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
+import medseg_weak as mw
 from medseg_weak.classify.module import ClassifierModule, TrainingDiverged
 from medseg_weak.classify.surgery import RULES
-from medseg_weak.classify.train import train_classifier
 from medseg_weak.config import load_config
 from medseg_weak.data.datamodule import HospitalDataModule
 from medseg_weak.data.prepare import prepare
@@ -34,8 +34,8 @@ def make_cfg(synth_mammo, tmp_path, *overrides):
 
 
 def run_stage(cfg, **kwargs):
-    run = RunDir.for_config(cfg)
-    return train_classifier(cfg, prepare(cfg, run), run, progress=False, **kwargs), run
+    result = mw.train_classifier(cfg, progress=False, **kwargs)
+    return result.metrics, RunDir(result.folder.parent)
 
 
 def test_datamodule_gives_one_batch_per_training_hospital(synth_mammo, tmp_path):
@@ -108,7 +108,7 @@ def test_finished_stage_is_skipped_other_config_refused_force_retrains(synth_mam
 
 
 def test_interrupted_training_resumes_to_identical_weights(synth_mammo, tmp_path, monkeypatch):
-    from medseg_weak.classify import train as train_mod
+    from medseg_weak.classify import stage as train_mod
 
     base = ["classifier.epochs=2", "classifier.surgery.rule=agr_rand", "classifier.augment.gamma=0.2"]
     _, run = run_stage(make_cfg(synth_mammo, tmp_path / "a", *base))

@@ -121,10 +121,9 @@ def test_ground_truth_mask_of_another_size_names_the_file(synth_mammo, tmp_path)
 
 
 def test_interrupted_segmenter_resumes_to_identical_weights(trained_run, tmp_path, monkeypatch):
-    from medseg_weak.config import load_config
-    from medseg_weak.data.prepare import prepare
+    import medseg_weak as mw
     from medseg_weak.rundir import RunDir
-    from medseg_weak.segment import train as train_mod
+    from medseg_weak.segment import stage as train_mod
 
     _, run_dir = trained_run
     tiny = ["segmenter.epochs=2", "segmenter.encoder_depth=3", "segmenter.decoder_channels=[16,8,8]"]
@@ -133,10 +132,8 @@ def test_interrupted_segmenter_resumes_to_identical_weights(trained_run, tmp_pat
         copy = tmp_path / name
         if not copy.exists():
             shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("cams"))
-        cfg = load_config(copy / "config.yaml", tiny)
-        run = RunDir(copy)
-        train_mod.train_segmenter(cfg, prepare(cfg, run), run, "truth", progress=False)
-        return run
+        mw.train_segmenter(copy, tiny, source="truth", progress=False)
+        return RunDir(copy)
 
     finished = torch.load(run_oracle("a").stage("oracle") / "last.ckpt", weights_only=False)
     assert finished["epoch"] == 1  # last.ckpt is the last epoch's, improved or not
