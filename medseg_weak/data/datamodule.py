@@ -6,8 +6,8 @@ same per-hospital batches is then the fair baseline (same images per step, same 
 
 from __future__ import annotations
 
-from dataclasses import replace
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
