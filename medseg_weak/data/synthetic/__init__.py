@@ -1,19 +1,23 @@
 """The built-in benchmarks: synthetic multi-hospital mammograms and fundus photographs.
 
 ``generate()`` is the one entry point the CLI and pipeline use: it runs a registered generator and
-writes ``manifest.csv`` plus ``synth.json`` (arguments, versions) beside the images.
+writes ``manifest.csv`` plus ``synth.json`` (arguments, versions, and the kappa reached when labels
+carry reader noise) beside the images.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from medseg_weak.config import SynthConfig, to_dict
 from medseg_weak.data.manifest import Record, write_manifest
 from medseg_weak.provenance import write_environment
 from medseg_weak.registry import Registry
+
+if TYPE_CHECKING:  # at run time config is imported where it is used: it pulls in torch, and every
+    # process of a generator's pool imports this package
+    from medseg_weak.config import SynthConfig
 
 Generator = Callable[..., list[Record]]
 GENERATORS: Registry[Generator] = Registry("synthetic benchmark")
@@ -32,6 +36,9 @@ def _mammo(out: Path, cfg: SynthConfig, seed: int, progress: Callable[[int], Non
         height=cfg.height,
         progress=progress,
         workers=cfg.workers,
+        cue_mode=cfg.cue_mode,
+        cue_sign=cfg.cue_sign,
+        label_noise=cfg.label_noise,
     )
 
 
@@ -58,8 +65,14 @@ def generate(
     Generators skip images already on disk, so rerunning after an interruption completes the set,
     and the manifest is written last and atomically: its presence means the data set is whole.
     """
+    from medseg_weak.config import to_dict
+
     out = Path(out)
     records = GENERATORS.get(cfg.kind)(out, cfg, seed, progress)
     settings: dict[str, Any] = {"synth": to_dict(cfg), "n_images": len(records)}
+    if any(r.label_true for r in records):
+        from medseg_weak.data.synthetic.reader_noise import measure_reader_noise
+
+        settings["reader_noise"] = measure_reader_noise(records)
     write_environment(out / "synth.json", seed=seed, **settings)
     return write_manifest(records, out / "manifest.csv")

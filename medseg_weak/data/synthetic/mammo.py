@@ -14,14 +14,18 @@ Conventions other modules rely on:
   (the muscle is bright but is not breast tissue, and BI-RADS density describes breast tissue only).
   Labels follow the fraction: A < 25 %, B 25-50 %, C 50-75 %, D >= 75 %, computed from the mask
   actually drawn, never from the target the generator aimed at.
-* Spurious cue (``spurious_cue`` = strength s in [0, 1]): a hospital-specific radiopaque skin marker
-  (a ring, square, cross or triangle, each hospital its own shape and place) drawn INSIDE the breast
-  near the skin line, so cropping the breast or removing burned-in labels cannot remove it. In
-  hospitals with an even index (H1, H3, ...) it appears on dense (C/D) images with probability
-  0.5 + s/2 and on fatty (A/B) images with 0.5 - s/2; in odd-index hospitals the other way round.
-  s = 0 draws no cue at all. The cue never changes the mask, and because it has its own random
-  stream an image with and without the cue differ only at the marker's pixels.
-  Whether an image carries the cue is stored in its mask PNG (see :func:`read_mask_truth`).
+* Spurious cue (``spurious_cue`` = strength s in [0, 1]): a radiopaque skin marker (a ring, square,
+  cross or triangle) drawn INSIDE the breast near the skin line, so cropping the breast or removing
+  burned-in labels cannot remove it. In a hospital of sign +1 it appears on dense (C/D) images with
+  probability 0.5 + s/2 and on fatty (A/B) images with 0.5 - s/2; sign -1 the other way round.
+  By default (``cue_mode`` per_hospital) each hospital has its own shape and place and the signs
+  alternate from H1 = +1; ``cue_mode`` shared draws one marker everywhere, and ``cue_sign`` sets
+  signs per hospital (see :mod:`~medseg_weak.data.synthetic.cue`). s = 0 draws no cue at all. The
+  cue never changes the mask, and because it has its own random stream an image with and without
+  the cue differ only at the marker's pixels. Whether an image carries the cue is stored in its
+  mask PNG (see :func:`read_mask_truth`).
+* Reader noise (``label_noise`` = a kappa < 1): labels misread by one class per patient, the drawn
+  label kept as ``label_true`` (see :mod:`~medseg_weak.data.synthetic.reader_noise`).
 * Populations: each hospital has its own density-class mix (:class:`VendorProfile.density_mix`);
   a patient's class comes from a golden-ratio sequence over that mix (so even a few patients cover
   it), and all four views share the patient's target fraction up to small per-breast/per-view noise.
@@ -29,14 +33,14 @@ Conventions other modules rely on:
 Files: ``images/<id>.dcm`` (real DICOM, Modality MG) and ``masks/<id>.png`` (uint8 0/255, the image's
 geometry). The PNG also carries the breast/dense pixel counts and the cue flag as text chunks, so a
 resumed run can rebuild every record from the files without redrawing. An image depends only on
-(seed, hospital, patient, view, height, cue strength), not on ``n_per_hospital`` or ``hospitals``,
-so growing a data set in place reuses what is there.
+(seed, hospital, patient, view, height, cue strength, the hospital's cue marker and sign), not on
+``n_per_hospital``, ``hospitals`` or ``label_noise``, so growing a data set in place reuses what is there.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,9 +48,15 @@ import numpy as np
 
 from medseg_weak.data.manifest import Record
 from medseg_weak.data.synthetic.anatomy import draw_anatomy
-from medseg_weak.data.synthetic.cue import cue_probability
+from medseg_weak.data.synthetic.cue import (
+    cue_probability,
+    default_cue_signs,
+    hospital_marker,
+    resolve_cue_signs,
+)
 from medseg_weak.data.synthetic.dicom_writer import MammoDicomInfo, write_mammo_dicom
 from medseg_weak.data.synthetic.jobs import common_checks, raise_on_failed, run_patients
+from medseg_weak.data.synthetic.reader_noise import add_reader_noise
 from medseg_weak.data.synthetic.render import Mammogram, draw_mammogram, render_mammogram
 from medseg_weak.data.synthetic.truth import MaskTruth, density_label, read_mask_truth, write_mask
 from medseg_weak.data.synthetic.vendors import (
@@ -90,11 +100,22 @@ class _PatientJob:
     n_images: int
     spurious_cue: float
     height: int
+    cue_mode: str = "per_hospital"
+    cue_sign: int = 1  # this hospital's sign of the cue-density correlation
 
     @property
     def params(self) -> str:
-        """The settings an image depends on (not n_per_hospital or hospitals: growing a run reuses it)."""
-        return f"seed={self.seed};height={self.height};spurious_cue={self.spurious_cue!r}"
+        """The settings an image depends on (not n_per_hospital or hospitals: growing a run reuses it).
+
+        Cue settings join the key only where they differ from the per-hospital defaults, so data sets
+        made before the cue modes existed keep their key and are reused as they are.
+        """
+        params = f"seed={self.seed};height={self.height};spurious_cue={self.spurious_cue!r}"
+        if self.cue_mode != "per_hospital":
+            params += f";cue_mode={self.cue_mode}"
+        if self.cue_sign != default_cue_signs(self.hospital + 1, "per_hospital")[self.hospital]:
+            params += f";cue_sign={self.cue_sign:+d}"
+        return params
 
 
 def _patient_density_class(seed: int, hospital: int, patient: int, mix: tuple[float, ...]) -> int:
@@ -156,10 +177,11 @@ def _generate_patient(job: _PatientJob) -> list[tuple[Record, MaskTruth]]:
             label = density_label(anatomy.dense_fraction)
             cue = job.spurious_cue > 0 and (
                 np.random.default_rng(cue_seq).random()
-                < cue_probability(job.hospital, label, job.spurious_cue)
+                < cue_probability(job.cue_sign, label, job.spurious_cue)
             )
             render_rng = np.random.default_rng(render_seq)
-            image = render_mammogram(anatomy, profile, render_rng, laterality, view, cue)
+            marker = hospital_marker(job.hospital, job.cue_mode)
+            image = render_mammogram(anatomy, profile, render_rng, laterality, view, cue, marker)
             truth = MaskTruth(int(image.dense.sum()), int(image.tissue.sum()), bool(cue), job.params)
             _write_image(out_dir, job, profile, image, truth, VIEWS[index])
         results.append((_record(job, laterality, view, truth.label), truth))
@@ -201,14 +223,26 @@ def _write_image(
 
 
 def _jobs(
-    out_dir: Path, n_per_hospital: int, hospitals: int, seed: int, spurious_cue: float, height: int
+    out_dir: Path,
+    n_per_hospital: int,
+    hospitals: int,
+    seed: int,
+    spurious_cue: float,
+    height: int,
+    cue_mode: str,
+    cue_signs: tuple[int, ...],
 ) -> list[_PatientJob]:
     per_patient = len(VIEWS)
     jobs = []
     for hospital in range(hospitals):
         for patient in range(math.ceil(n_per_hospital / per_patient)):
             n_images = min(per_patient, n_per_hospital - patient * per_patient)
-            jobs.append(_PatientJob(str(out_dir), seed, hospital, patient, n_images, spurious_cue, height))
+            sign = cue_signs[hospital]
+            jobs.append(
+                _PatientJob(
+                    str(out_dir), seed, hospital, patient, n_images, spurious_cue, height, cue_mode, sign
+                )
+            )
     return jobs
 
 
@@ -221,6 +255,9 @@ def generate_mammo(
     height: int = 512,
     progress: Callable[[int], None] | None = None,
     workers: int = 1,
+    cue_mode: str = "per_hospital",
+    cue_sign: Mapping[str, int] | None = None,
+    label_noise: float = 1.0,
 ) -> list[Record]:
     """Write the benchmark under ``out_dir`` and return one :class:`Record` per image.
 
@@ -229,7 +266,11 @@ def generate_mammo(
     paths are relative to ``out_dir`` and ``split`` is left empty (splits are made elsewhere).
     Deterministic and resumable: the same arguments give byte-identical files, images already on
     disk are not redrawn, and ``workers`` > 1 (a process pool over patients) changes nothing but
-    speed. ``progress(1)`` is called once per image. See the module docstring for the spurious cue.
+    speed. ``progress(1)`` is called once per image. ``cue_mode`` and ``cue_sign`` choose the
+    spurious cue's marker and per-hospital sign (:mod:`~medseg_weak.data.synthetic.cue`);
+    ``label_noise`` < 1 misreads labels to that quadratic kappa, keeping the clean label in
+    ``label_true`` (:mod:`~medseg_weak.data.synthetic.reader_noise`); it changes no file.
+    Every argument is checked (ConfigError) before anything is written.
     """
     raise_on_failed(
         "mammography",
@@ -237,13 +278,16 @@ def generate_mammo(
             *common_checks(n_per_hospital, hospitals, workers),
             ("spurious_cue", spurious_cue, 0.0 <= spurious_cue <= 1.0, "in [0, 1]"),
             ("height", height, height >= 64, ">= 64 pixels"),
+            ("synth.label_noise", label_noise, 0.0 <= label_noise <= 1.0, "a kappa in [0, 1]"),
         ],
     )
+    cue_signs = resolve_cue_signs(cue_sign or {}, hospitals, cue_mode)
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     (out_dir / "masks").mkdir(parents=True, exist_ok=True)
-    jobs = _jobs(out_dir, n_per_hospital, hospitals, seed, float(spurious_cue), height)
-    return [record for record, _ in run_patients(_generate_patient, jobs, workers, progress)]
+    jobs = _jobs(out_dir, n_per_hospital, hospitals, seed, float(spurious_cue), height, cue_mode, cue_signs)
+    records = [record for record, _ in run_patients(_generate_patient, jobs, workers, progress)]
+    return records if label_noise == 1.0 else add_reader_noise(records, label_noise, seed)
 
 
 def mammo_truths(out_dir: Path, records: list[Record]) -> dict[str, MaskTruth]:

@@ -15,7 +15,7 @@ from PIL import ImageDraw, ImageFont
 from scipy import ndimage
 
 from medseg_weak.data.synthetic.anatomy import Anatomy, draw_anatomy
-from medseg_weak.data.synthetic.cue import draw_cue
+from medseg_weak.data.synthetic.cue import CueMarker, draw_cue, profile_marker
 from medseg_weak.data.synthetic.vendors import (
     REF_HEIGHT,
     VendorProfile,
@@ -52,9 +52,15 @@ def _burn_in_labels(values: np.ndarray, laterality: str, view: str) -> None:
 
 
 def render(
-    anatomy: Anatomy, profile: VendorProfile, rng: np.random.Generator, laterality: str, view: str, cue: bool
+    anatomy: Anatomy,
+    profile: VendorProfile,
+    rng: np.random.Generator,
+    laterality: str,
+    view: str,
+    cue: bool,
+    marker: CueMarker | None = None,
 ) -> np.ndarray:
-    """Stored uint16 pixels, as they go into the DICOM.
+    """Stored uint16 pixels, as they go into the DICOM; ``marker`` None is the profile's own marker.
 
     Order follows the physics loosely: anatomy (+ marker) -> detector blur -> vendor curve -> noise
     -> mirror for right breasts -> burned-in labels -> quantisation -> MONOCHROME1 inversion.
@@ -64,7 +70,7 @@ def render(
     cue_rng, noise_rng = rng.spawn(2)
     signal = anatomy.base + profile.contrast * anatomy.gland
     if cue:
-        draw_cue(signal, anatomy, profile, cue_rng)
+        draw_cue(signal, anatomy, marker or profile_marker(profile), cue_rng)
     signal = ndimage.gaussian_filter(signal, sigma=profile.blur * h / REF_HEIGHT)
     values = vendor_curve(signal, profile)
     values += (
@@ -104,17 +110,25 @@ def draw_mammogram(
     cue: bool,
     height: int,
     size: float = 1.0,
+    marker: CueMarker | None = None,
 ) -> Mammogram:
     """Draw one mammogram in final orientation (a pure function of its arguments and ``rng``)."""
     anatomy_rng, render_rng = rng.spawn(2)
     anatomy = draw_anatomy(anatomy_rng, image_shape(profile, height), view, target_fraction, size)
-    return render_mammogram(anatomy, profile, render_rng, laterality, view, cue)
+    return render_mammogram(anatomy, profile, render_rng, laterality, view, cue, marker)
 
 
 def render_mammogram(
-    anatomy: Anatomy, profile: VendorProfile, rng: np.random.Generator, laterality: str, view: str, cue: bool
+    anatomy: Anatomy,
+    profile: VendorProfile,
+    rng: np.random.Generator,
+    laterality: str,
+    view: str,
+    cue: bool,
+    marker: CueMarker | None = None,
 ) -> Mammogram:
-    pixels = render(anatomy, profile, rng, laterality, view, cue)
+    """:func:`render` plus the masks in the same (final) orientation and the vendor's window."""
+    pixels = render(anatomy, profile, rng, laterality, view, cue, marker)
     flip = (slice(None), slice(None, None, -1)) if laterality == "R" else (slice(None), slice(None))
     return Mammogram(
         pixels=pixels, dense=anatomy.dense[flip], tissue=anatomy.tissue[flip], window=vendor_window(profile)
