@@ -49,14 +49,14 @@ def quadratic_kappa(confusion: np.ndarray) -> float:
     return 1.0 if chance == 0.0 else 1.0 - float((weights * confusion).sum()) / chance
 
 
-def _reader_draws(seed: int, patient_id: str) -> tuple[float, int]:
+def reader_draws(seed: int, patient_id: str) -> tuple[float, int]:
     """(rank u, direction +1 denser / -1 fatter) of the reader of one patient."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, _READER_STREAM, *patient_id.encode()]))
     rank, denser = rng.random(2)
     return float(rank), 1 if denser < 0.5 else -1
 
 
-def _misread(index: int, direction: int, n_classes: int) -> int:
+def misread_class(index: int, direction: int, n_classes: int) -> int:
     moved = index + direction
     return moved if 0 <= moved < n_classes else index - direction
 
@@ -73,7 +73,7 @@ def add_reader_noise(
     by_patient: dict[str, list[int]] = {}
     for position, record in enumerate(records):
         by_patient.setdefault(record.patient_id, []).append(position)
-    draws = {patient: _reader_draws(seed, patient) for patient in by_patient}
+    draws = {patient: reader_draws(seed, patient) for patient in by_patient}
     order = sorted(by_patient, key=lambda patient: (draws[patient][0], patient))
 
     noisy = clean.copy()
@@ -82,7 +82,7 @@ def add_reader_noise(
     kappas = [quadratic_kappa(confusion)]
     for patient in order:  # misread one more patient and update the kappa incrementally
         for position in by_patient[patient]:
-            moved = _misread(int(clean[position]), draws[patient][1], len(labels))
+            moved = misread_class(int(clean[position]), draws[patient][1], len(labels))
             confusion[clean[position], clean[position]] -= 1
             confusion[clean[position], moved] += 1
         kappas.append(quadratic_kappa(confusion))
@@ -95,7 +95,7 @@ def add_reader_noise(
     n_misread = int(np.argmin([abs(k - kappa) for k in kappas]))
     for patient in order[:n_misread]:
         for position in by_patient[patient]:
-            noisy[position] = _misread(int(clean[position]), draws[patient][1], len(labels))
+            noisy[position] = misread_class(int(clean[position]), draws[patient][1], len(labels))
     return [
         replace(record, label=labels[int(noisy[i])], label_true=record.label)
         for i, record in enumerate(records)
