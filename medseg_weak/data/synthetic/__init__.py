@@ -23,19 +23,26 @@ Generator = Callable[..., list[Record]]
 GENERATORS: Registry[Generator] = Registry("synthetic benchmark")
 
 
+def _shared_arguments(cfg: SynthConfig, seed: int, progress: Callable[[int], None] | None) -> dict[str, Any]:
+    """The arguments every generator takes, from the config."""
+    return {
+        "n_per_hospital": cfg.n_per_hospital,
+        "hospitals": cfg.hospitals,
+        "seed": seed,
+        "progress": progress,
+        "workers": cfg.workers,
+    }
+
+
 @GENERATORS.register("mammo")
 def _mammo(out: Path, cfg: SynthConfig, seed: int, progress: Callable[[int], None] | None) -> list[Record]:
     from medseg_weak.data.synthetic.mammo import generate_mammo
 
     return generate_mammo(
         out,
-        cfg.n_per_hospital,
-        hospitals=cfg.hospitals,
-        seed=seed,
+        **_shared_arguments(cfg, seed, progress),
         spurious_cue=cfg.spurious_cue,
         height=cfg.height,
-        progress=progress,
-        workers=cfg.workers,
         cue_mode=cfg.cue_mode,
         cue_sign=cfg.cue_sign,
         label_noise=cfg.label_noise,
@@ -46,15 +53,7 @@ def _mammo(out: Path, cfg: SynthConfig, seed: int, progress: Callable[[int], Non
 def _fundus(out: Path, cfg: SynthConfig, seed: int, progress: Callable[[int], None] | None) -> list[Record]:
     from medseg_weak.data.synthetic.fundus import generate_fundus
 
-    return generate_fundus(
-        out,
-        cfg.n_per_hospital,
-        hospitals=cfg.hospitals,
-        seed=seed,
-        size=cfg.size,
-        progress=progress,
-        workers=cfg.workers,
-    )
+    return generate_fundus(out, **_shared_arguments(cfg, seed, progress), size=cfg.size)
 
 
 def generate(
