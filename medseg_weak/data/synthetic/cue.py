@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from medseg_weak.data.synthetic.anatomy import Anatomy
-from medseg_weak.data.synthetic.vendors import VendorProfile, hospital_name, hospital_profile
+from medseg_weak.data.synthetic.vendors import BASE_PROFILES, VendorProfile, hospital_name, hospital_profile
 from medseg_weak.errors import ConfigError
 
 CUE_SHAPES: tuple[str, ...] = ("ring", "square", "cross", "triangle")
@@ -43,18 +43,18 @@ class CueMarker:
     row: float
 
 
+def profile_marker(profile: VendorProfile) -> CueMarker:
+    """The hospital's own marker, from its profile (``per_hospital`` mode)."""
+    return CueMarker(shape=profile.cue_shape, row=profile.cue_row)
+
+
 #: The marker every hospital draws in shared mode: H1's own marker (a ring below the nipple).
-SHARED_MARKER = CueMarker(shape="ring", row=0.55)
+SHARED_MARKER = profile_marker(BASE_PROFILES[0])
 
 
 def hospital_marker(hospital: int, mode: str) -> CueMarker:
     """The marker hospital ``hospital`` (0-based) draws in cue mode ``mode``."""
     return SHARED_MARKER if mode == "shared" else profile_marker(hospital_profile(hospital))
-
-
-def profile_marker(profile: VendorProfile) -> CueMarker:
-    """The hospital's own marker, from its profile (``per_hospital`` mode)."""
-    return CueMarker(shape=profile.cue_shape, row=profile.cue_row)
 
 
 def default_cue_signs(hospitals: int, mode: str) -> tuple[int, ...]:
