@@ -1,8 +1,10 @@
 """Read one image file (DICOM, PNG, TIFF, JPEG, ...) into an :class:`Image` scaled to [0, 1].
 
-This module is the only place that knows about file formats and DICOM display semantics. Every
-failure a user's file can cause comes out as :class:`~medseg_weak.errors.InputError` naming the file
-and a human reason; a bare pydicom / Pillow / numpy exception escaping from here is a bug.
+This module is the facade of the readers: it sniffs the format and hands the file to a back-end,
+:mod:`~medseg_weak.data.dicom` or :mod:`~medseg_weak.data.raster`, the only places that know about
+file formats and DICOM display semantics. Every failure a user's file can cause comes out as
+:class:`~medseg_weak.errors.InputError` naming the file and a human reason; a bare pydicom / Pillow /
+numpy exception escaping from here is a bug.
 
 Intensity policy (the part downstream code relies on):
 
