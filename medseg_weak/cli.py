@@ -64,6 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--height", type=int, help="mammogram height in pixels")
     synth.add_argument("--size", type=int, help="fundus image side in pixels")
     synth.add_argument("--workers", type=int, help="processes to generate with")
+    synth.add_argument(
+        "--cue-mode",
+        choices=["per_hospital", "shared"],
+        help="per_hospital: each hospital its own marker; shared: one marker, its sign set per hospital"
+        " (synth.cue_sign)",
+    )
+    synth.add_argument(
+        "--label-noise",
+        type=float,
+        metavar="KAPPA",
+        help="reader noise: target kappa of noisy vs clean labels",
+    )
     _common(synth)
     synth.set_defaults(func=cmd_synth)
 
@@ -177,6 +189,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
         "height": args.height,
         "size": args.size,
         "workers": args.workers,
+        "cue_mode": args.cue_mode,
+        "label_noise": args.label_noise,
     }
     synth_cfg = dataclasses.replace(cfg.synth, **{k: v for k, v in given.items() if v is not None})
     seed = cfg.seed if args.seed is None else args.seed

@@ -63,6 +63,14 @@ class SynthConfig(_Checked):
     height: int = 512  # mammograms: image height in pixels (each hospital varies it a little)
     size: int = 256  # fundus: image side in pixels
     workers: int = 1
+    # mammograms, spurious cue: per_hospital = each hospital its own marker; shared = one marker in
+    # every hospital, only its correlation with density differs (data/synthetic/cue.py)
+    cue_mode: Literal["per_hospital", "shared"] = "per_hospital"
+    # sign (+1 / -1) of the cue-density correlation per hospital, e.g. {H1: -1, H2: 1}; hospitals not
+    # named keep the mode's default (documented in data/synthetic/cue.py)
+    cue_sign: dict[str, int] = field(default_factory=dict)
+    # mammograms: reader noise as the target quadratic kappa of noisy vs clean labels; 1 = none
+    label_noise: float = 1.0
 
     def __post_init__(self) -> None:
         self._at_least("n_per_hospital", 1)
@@ -71,6 +79,7 @@ class SynthConfig(_Checked):
         self._at_least("height", 64)
         self._at_least("size", 32)
         self._at_least("workers", 1)
+        self._range("label_noise", 0.0, 1.0)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,9 @@ KNOWN_LABEL_SETS: dict[str, tuple[str, ...]] = {"density": DENSITY_LABELS, "qual
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("id", "path", "label", "domain", "patient_id")
 OPTIONAL_COLUMNS: tuple[str, ...] = ("mask_path", "laterality", "view", "split")
+#: Kept for analysis only, never read by a stage, and written only when some record has a value:
+#: ``label_true`` is the clean label of a benchmark generated with reader noise (``synth.label_noise``).
+ANALYSIS_COLUMNS: tuple[str, ...] = ("label_true",)
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 
@@ -33,6 +36,7 @@ class Record:
     laterality: str = ""
     view: str = ""
     split: str = ""
+    label_true: str = ""
 
 
 @dataclass(frozen=True)
@@ -72,9 +76,13 @@ class Manifest:
 
 
 def manifest_to_csv(records: Sequence[Record]) -> str:
-    names = [f.name for f in fields(Record)]
+    names = [
+        f.name
+        for f in fields(Record)
+        if f.name not in ANALYSIS_COLUMNS or any(getattr(r, f.name) for r in records)
+    ]
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=names, lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=names, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     for record in records:
         writer.writerow(asdict(record))
@@ -118,7 +126,7 @@ def load_manifest(
         raise InputError(
             path, f"missing column(s) {', '.join(missing)}; found: {', '.join(header) or 'none'}"
         )
-    unknown = [c for c in header if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
+    unknown = [c for c in header if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS + ANALYSIS_COLUMNS]
     if unknown:
         raise InputError(
             path,
@@ -170,7 +178,7 @@ def _validate_rows(
                     problems.append(f"{where}: {column} file not found: {value}")
         if row.get("patient_id") and split:
             patient_splits.setdefault(row["patient_id"], {}).setdefault(split, line)
-        known = {k: v for k, v in row.items() if k in REQUIRED_COLUMNS + OPTIONAL_COLUMNS}
+        known = {k: v for k, v in row.items() if k in REQUIRED_COLUMNS + OPTIONAL_COLUMNS + ANALYSIS_COLUMNS}
         records.append(Record(**known))
     for patient, splits in patient_splits.items():
         if len(splits) > 1:

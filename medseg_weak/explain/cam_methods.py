@@ -1,10 +1,11 @@
 """The CAM method table: for each method name, its pytorch-grad-cam class and (if any) its fast formula.
 
-One responsibility: say *what* each method computes. ``cams.py`` decides *how* it runs (batching,
-hooks, resizing). A fast formula is a pure function ``(activations, gradients) -> raw CAM`` on
-``[B, C, h, w]`` tensors, returning ``[B, h, w]`` before the ReLU, and replicates pytorch-grad-cam's
-``get_cam_weights`` / ``get_cam_image`` exactly (same epsilons, same order), so the fast path and the
-library give the same maps (tested in ``tests/explain/test_cams.py``).
+One responsibility: say *what* each method computes. ``cams.py`` and its two paths (``fast_cam.py``,
+``library_cam.py``) decide *how* it runs (batching, hooks, resizing). A fast formula is a pure
+function ``(activations, gradients) -> raw CAM`` on ``[B, C, h, w]`` tensors, returning ``[B, h, w]``
+before the ReLU, and replicates pytorch-grad-cam's ``get_cam_weights`` / ``get_cam_image`` exactly
+(same epsilons, same order), so the fast path and the library give the same maps (tested in
+``tests/explain/test_cams.py``).
 
 Left out of the registry, on purpose:
 

@@ -11,7 +11,7 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter, laplace
 
 from medseg_weak.data.manifest import QUALITY_LABELS, Record, load_manifest, write_manifest
-from medseg_weak.data.synthetic import fundus
+from medseg_weak.data.synthetic import degradations, fundus
 from medseg_weak.data.synthetic.fundus import DEGRADATIONS, camera_profile, generate_fundus
 from medseg_weak.errors import ConfigError
 
@@ -189,8 +189,8 @@ def test_workers_give_identical_output(tmp_path):
 
 
 def test_every_degradation_has_an_implementation():
-    assert set(fundus._DEGRADE) == set(DEGRADATIONS)
-    assert sorted(fundus._APPLY_ORDER) == sorted(DEGRADATIONS)
+    assert set(degradations.DEGRADE) == set(DEGRADATIONS)
+    assert sorted(degradations.APPLY_ORDER) == sorted(DEGRADATIONS)
 
 
 def test_camera_profiles_beyond_the_built_in_ones_are_stable():

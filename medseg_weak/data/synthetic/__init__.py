@@ -1,8 +1,8 @@
 """The built-in benchmarks: synthetic multi-hospital mammograms and fundus photographs.
 
 ``generate()`` is the one entry point the CLI and pipeline use: it runs the generator of the data kind
-(``medseg_weak.data.kinds``) and writes ``manifest.csv`` plus ``synth.json`` (arguments, versions)
-beside the images.
+(``medseg_weak.data.kinds``) and writes ``manifest.csv`` plus ``synth.json`` (arguments, versions,
+and the kappa reached when labels carry reader noise) beside the images.
 """
 
 from __future__ import annotations
@@ -17,6 +17,17 @@ from medseg_weak.data.manifest import Record, write_manifest
 from medseg_weak.provenance import write_environment
 
 
+def _shared_arguments(cfg: SynthConfig, seed: int, progress: Callable[[int], None] | None) -> dict[str, Any]:
+    """The arguments every generator takes, from the config."""
+    return {
+        "n_per_hospital": cfg.n_per_hospital,
+        "hospitals": cfg.hospitals,
+        "seed": seed,
+        "progress": progress,
+        "workers": cfg.workers,
+    }
+
+
 def mammo_records(
     out: Path, cfg: SynthConfig, seed: int, progress: Callable[[int], None] | None
 ) -> list[Record]:
@@ -24,13 +35,12 @@ def mammo_records(
 
     return generate_mammo(
         out,
-        cfg.n_per_hospital,
-        hospitals=cfg.hospitals,
-        seed=seed,
+        **_shared_arguments(cfg, seed, progress),
         spurious_cue=cfg.spurious_cue,
         height=cfg.height,
-        progress=progress,
-        workers=cfg.workers,
+        cue_mode=cfg.cue_mode,
+        cue_sign=cfg.cue_sign,
+        label_noise=cfg.label_noise,
     )
 
 
@@ -39,15 +49,7 @@ def fundus_records(
 ) -> list[Record]:
     from medseg_weak.data.synthetic.fundus import generate_fundus
 
-    return generate_fundus(
-        out,
-        cfg.n_per_hospital,
-        hospitals=cfg.hospitals,
-        seed=seed,
-        size=cfg.size,
-        progress=progress,
-        workers=cfg.workers,
-    )
+    return generate_fundus(out, **_shared_arguments(cfg, seed, progress), size=cfg.size)
 
 
 def generate(
@@ -61,5 +63,9 @@ def generate(
     out = Path(out)
     records = get_kind(cfg.kind, "synth.kind").generate(out, cfg, seed, progress)
     settings: dict[str, Any] = {"synth": to_dict(cfg), "n_images": len(records)}
+    if any(r.label_true for r in records):
+        from medseg_weak.data.synthetic.reader_noise import measure_reader_noise
+
+        settings["reader_noise"] = measure_reader_noise(records)
     write_environment(out / "synth.json", seed=seed, **settings)
     return write_manifest(records, out / "manifest.csv")
