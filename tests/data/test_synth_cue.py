@@ -126,7 +126,7 @@ def test_cli_flags_and_cue_sign_errors(tmp_path: Path, capsys: pytest.CaptureFix
     assert "'synth.cue_sign.H9' names no hospital" in capsys.readouterr().err
     assert not out.exists()
     assert main([*args, "--label-noise", "1.5"]) == 3
-    assert "synth.label_noise must be a kappa in [0, 1], got 1.5" in capsys.readouterr().err
+    assert "'synth.label_noise' must be in [0, 1]; got 1.5" in capsys.readouterr().err
     assert not out.exists()
 
 
