@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     cams = verbs.add_parser("cams", help="class activation maps -> pseudo-masks and overlays (stage 2)")
     cams.add_argument("--run", type=Path, help="run directory of a trained classifier (uses its config.yaml)")
     cams.add_argument(
-        "--checkpoint", type=Path, help="classifier checkpoint (default: <run>/classifier/best.ckpt)"
+        "--checkpoint", type=Path, help="classifier checkpoint (default: the best one of <run>/classifier/)"
     )
     cams.add_argument("--manifest", type=Path, help="images to explain (default: the run's data)")
     cams.add_argument("--evaluate", action="store_true", help="score pseudo-masks against ground-truth masks")

@@ -28,7 +28,7 @@ import json
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -172,9 +172,7 @@ class Runner:
         for stage in plan:
             stage.validate(cfg, data)
 
-    def execute(
-        self, plan: Sequence[Stage], manifest: Any, on_start: Callable[[Stage], None] | None = None
-    ) -> dict[str, StageResult]:
+    def execute(self, plan: Sequence[Stage], manifest: Any) -> dict[str, StageResult]:
         """Run ``plan`` in order on the split ``manifest``; return {stage name: result}.
 
         Stops after a stage that did not complete (e.g. one shard of several): later stages need it.
@@ -182,8 +180,6 @@ class Runner:
         results: dict[str, StageResult] = {}
         for i, stage in enumerate(plan, 1):
             log.info("stage %d/%d: %s (%s)", i, len(plan), stage.name, self.run.root)
-            if on_start is not None:
-                on_start(stage)
             start = time.perf_counter()
             result = self._run_one(stage, manifest)
             self.timings[stage.name] = round(time.perf_counter() - start, 2)

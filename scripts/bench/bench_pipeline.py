@@ -13,8 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from medseg_weak.config import load_config
-from medseg_weak.pipeline import run_leave_one_out, run_pipeline
+import medseg_weak as mw
 
 
 def main() -> None:
@@ -23,15 +22,16 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--leave-one-out", action="store_true", help="every hospital held out in turn")
     args = parser.parse_args()
-    cfg = load_config(args.config, args.overrides)
-    run = run_leave_one_out if args.leave_one_out else run_pipeline
+    cfg = mw.config(args.config, args.overrides)
+    kwargs = {"leave_one_out": args.leave_one_out, "progress": False}
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        timings = run(cfg, Path(tmp) / "run", progress=False)
+        outcome = mw.run_pipeline(cfg, run_dir=Path(tmp) / "run", **kwargs)
         total = time.perf_counter() - start
         rerun_start = time.perf_counter()
-        run(cfg, Path(tmp) / "run", progress=False)
+        mw.run_pipeline(cfg, run_dir=Path(tmp) / "run", **kwargs)
         rerun = time.perf_counter() - rerun_start
+    timings = {**outcome.timings, **{d: f.timings for d, f in outcome.folds.items()}}
     for stage, value in timings.items():
         if isinstance(value, dict):  # a leave-one-out fold
             print(f"{'held out ' + stage:<15} " + "  ".join(f"{k} {v:.1f} s" for k, v in value.items()))

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from medseg_weak.config import to_dict
+from medseg_weak.config import Config, to_dict
 from medseg_weak.errors import ConfigError, InputError, RegistryError
 from medseg_weak.segment.losses import (
     IGNORE,
@@ -32,7 +32,10 @@ from medseg_weak.segment.module import (
     load_encoder_weights_from,
     self_train_targets,
 )
+from medseg_weak.segment.stage import check_segmenter
+from medseg_weak.stages import DataSummary
 
+DATA = DataSummary("test", ("A", "B", "C", "D"), ("H1",), True)
 TINY = {"encoder": "resnet18", "encoder_depth": 3, "decoder_channels": (32, 16, 8)}
 
 
@@ -123,7 +126,7 @@ def test_loss_registry_and_shape_errors():
     with pytest.raises(RegistryError, match="dice_ce"):
         LOSSES.get("dise_ce")
     with pytest.raises(ConfigError, match=r"segmenter.loss.*dice_ce"):
-        SegmenterConfig(loss="dise_ce")
+        check_segmenter(Config(segmenter=SegmenterConfig(loss="dise_ce")), DATA)
     with pytest.raises(ValueError, match="does not match"):
         masked_dice_ce_loss(torch.zeros(1, 1, 4, 4), torch.zeros(1, 8, 8, dtype=torch.uint8))
 
@@ -131,16 +134,21 @@ def test_loss_registry_and_shape_errors():
 @pytest.mark.parametrize("name", LOSSES.names())
 def test_build_loss_binds_every_parameter_from_the_config(name):
     # A loss parameter without a config field would silently keep its default: fail here instead.
-    cfg = SegmenterConfig(loss=name)
     params = list(inspect.signature(LOSSES.get(name)).parameters)[2:]
-    fields = {f.name for f in dataclasses.fields(cfg)}
-    assert all(p in fields or f"{name}_{p}" in fields for p in params)
-    bound = build_loss(dataclasses.replace(cfg, gce_q=1.0, dice_weight=0.0, ce_weight=1.0))
+    owned = {field for field, loss in SegmenterConfig.LOSS_PARAMETERS.items() if loss == name}
+    assert {p if p in owned else f"{name}_{p}" for p in params} == owned
+    given = {"gce": {"gce_q": 1.0}, "dice_ce": {"dice_weight": 0.0, "ce_weight": 1.0}}[name]
+    bound = build_loss(SegmenterConfig(loss=name, **given))
     logits, target = _noisy_batch(5)
     expected = (
         generalized_ce_loss(logits, target, q=1.0) if name == "gce" else masked_bce_loss(logits, target)
     )
     assert bound(logits, target).item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+def test_a_loss_parameter_under_another_loss_is_refused():
+    with pytest.raises(ConfigError, match=r"'segmenter\.gce_q'.*setting of loss 'gce'.*'dice_ce'"):
+        SegmenterConfig(loss="dice_ce", gce_q=0.5)
 
 
 # ------------------------------------------------------------------------------------------------ model
@@ -236,9 +244,8 @@ def test_self_train_targets_cases():
     [
         ("encoder_depth", 0),
         ("decoder_channels", ()),
-        ("in_channels", 0),
+        ("in_channels", -1),
         ("gce_q", 0.0),
-        ("gce_q", 1.5),
         ("lr", 0.0),
         ("weight_decay", -1.0),
         ("epochs", 0),
