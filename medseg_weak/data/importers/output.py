@@ -86,21 +86,23 @@ def _existing(ctx: ImportContext, records: list[Record]) -> list[Record]:
 
 def _deduplicate(ctx: ImportContext, records: list[Record]) -> list[Record]:
     """One row per id: identical repeats (CBIS-DDSM lists an image once per lesion) merge; conflicts drop."""
-    first: dict[str, Record] = {}
-    conflicting: set[str] = set()
+    groups: dict[str, list[Record]] = {}
     for record in records:
-        seen = first.get(record.id)
-        if seen is None:
-            first[record.id] = record
-        elif all(getattr(seen, k) == getattr(record, k) for k in _IDENTITY):
-            ctx.warnings.add("same image on several rows (kept once)", record.id)
-        else:
-            differ = [k for k in _IDENTITY if getattr(seen, k) != getattr(record, k)]
-            conflicting.add(record.id)
-            ctx.drops.add(
-                "one id with conflicting values (every copy dropped)", f"{record.id}: {', '.join(differ)}"
-            )
-    return [r for r in first.values() if r.id not in conflicting]
+        groups.setdefault(record.id, []).append(record)
+    kept = []
+    for rid, group in groups.items():
+        first = group[0]
+        differ = [k for k in _IDENTITY if any(getattr(r, k) != getattr(first, k) for r in group[1:])]
+        if differ:
+            for _ in group:
+                ctx.drops.add(
+                    "one id with conflicting values (every copy dropped)", f"{rid}: {', '.join(differ)}"
+                )
+            continue
+        for _ in group[1:]:
+            ctx.warnings.add("same image on several rows (kept once)", rid)
+        kept.append(first)
+    return kept
 
 
 def _relative(record: Record, out: Path) -> Record:
