@@ -59,13 +59,20 @@ def finish(fmt: str, ctx: ImportContext, imported: Imported) -> ImportResult:
         dropped=dict(ctx.drops.counts),
         warnings=dict(ctx.warnings.counts),
     )
-    atomic_write_text(result.report, render_report(result, ctx))
     if not records:
+        atomic_write_text(result.report, render_report(result, ctx))
         raise InputError(
             ctx.source,
             f"no image kept out of {ctx.rows_read} row(s) read ({_summary(ctx.drops)}); see {result.report}",
         )
-    _write_checked(records, result.manifest, imported.labels)
+    try:
+        _write_checked(records, result.manifest, imported.labels)
+    except ManifestError as err:
+        shown = "; ".join(err.problems[:5])
+        ctx.notes.append(f"**manifest not written**: {len(err.problems)} problem(s), e.g. {shown}")
+        raise
+    finally:
+        atomic_write_text(result.report, render_report(result, ctx))
     return result
 
 

@@ -61,7 +61,9 @@ def with_scanner_domains(
     models = _models_from_metadata(read_csv(metadata)) if metadata.is_file() else {}
     from_table = sum(1 for r in records if r.id in models)
     need_header = [r for r in records if headers and r.id not in models and Path(r.path).is_file()]
-    headers = read_headers([Path(r.path) for r in need_header], workers=ctx.options.workers)
+    headers = read_headers(
+        [Path(r.path) for r in need_header], ("ManufacturerModelName",), ctx.options.workers
+    )
     models.update((r.id, h.get("ManufacturerModelName")) for r, h in zip(need_header, headers))
     ctx.notes.append(
         f"domain = scanner model: {from_table} from {metadata.name}, {len(need_header)} from DICOM headers"

@@ -100,6 +100,11 @@ def _percent_labels(ctx: ImportContext, table: CsvTable) -> Callable[[Path], Rec
         f"label = percent density from {table.path.name} binned at {QUARTILES} (BI-RADS 4th edition); "
         "patient ids unknown: one patient per image; domain 'VinDr'"
     )
+    numbers = [float(v) for v in (row[density] for row in table.rows) if v.replace(".", "", 1).isdigit()]
+    if numbers and max(numbers) <= 1.0:  # a fraction table would silently become all 'A'
+        ctx.notes.append(
+            f"**every {density} value is <= 1**: read as percent; if they are fractions, rescale"
+        )
 
     def label_of(image: Path) -> Record | None:
         if image.stem not in rows:

@@ -90,6 +90,7 @@ def test_an_invalid_manifest_is_never_written(tmp_path):
         import_dataset("csv", tmp_path, tmp_path / "out", csv=tmp_path / "t.csv", columns=mapping)
     assert (tmp_path / "out" / "manifest.csv").read_text() == "old\n"
     assert not list((tmp_path / "out").glob(".manifest*"))
+    assert "**manifest not written**: 1 problem(s)" in (tmp_path / "out" / "import_report.md").read_text()
 
 
 def test_mapping_typo_names_the_dotted_key(tmp_path):

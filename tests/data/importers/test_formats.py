@@ -94,6 +94,13 @@ def test_vindr_dense_masks_become_binary_pngs_of_the_image_size(tmp_path):
     assert np.mean((png > 0) == drawn) > 0.99  # the drawing comes back, not the ringing
 
 
+def test_vindr_dense_masks_fraction_table_is_flagged(tmp_path):
+    source, _ = fakes.build("vindr_dense_masks", tmp_path / "layout")
+    fakes.write_csv(source / "train.csv", ["Filename", "Density"], [["a1.jpg", 0.1], ["a2.jpg", 0.6]])
+    result = import_dataset("vindr_dense_masks", source, tmp_path / "out")
+    assert "**every Density value is <= 1**" in result.report.read_text()
+
+
 def test_vindr_dense_masks_with_vindr_annotations(tmp_path):
     source, _ = fakes.build("vindr_dense_masks", tmp_path / "layout")
     fakes.write_csv(
