@@ -257,7 +257,7 @@ def cmd_data_preview(args: argparse.Namespace) -> int:
 
 
 def _add_data_import(data_verbs: argparse._SubParsersAction) -> None:
-    from medseg_weak.data.importers import IMPORTERS, describe
+    from medseg_weak.data.importers import IMPORTERS, ImportOptions, describe
 
     formats = "\n".join(f"  {name:18} {describe(name)}" for name in IMPORTERS.names())
     imp = data_verbs.add_parser(
@@ -271,7 +271,9 @@ def _add_data_import(data_verbs: argparse._SubParsersAction) -> None:
     imp.add_argument("--csv", type=Path, help="the label table, instead of the format's default file")
     imp.add_argument("--columns", type=Path, help="YAML column mapping (formats csv, dicom_folder)")
     imp.add_argument("--domain-by", help="what names the hospital/scanner, where the format offers a choice")
-    imp.add_argument("--workers", type=int, default=4, help="threads reading DICOM headers")
+    imp.add_argument(
+        "--workers", type=int, default=ImportOptions.workers, help="threads reading DICOM headers"
+    )
     imp.add_argument("--out", type=Path, required=True, help="folder for manifest.csv and import_report.md")
     _common(imp)
     imp.set_defaults(func=cmd_data_import)

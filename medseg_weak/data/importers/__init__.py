@@ -50,7 +50,7 @@ def import_dataset(
     csv: str | Path | None = None,
     columns: str | Path | None = None,
     domain_by: str | None = None,
-    workers: int = 4,
+    workers: int = ImportOptions.workers,
 ) -> ImportResult:
     """Import ``source`` (laid out as format ``fmt``) into ``out/manifest.csv`` + ``out/import_report.md``.
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medseg_weak.data.manifest import Record
+from medseg_weak.data.manifest import Record, infer_labels
 from medseg_weak.errors import ConfigError, InputError
 
 #: Drop reasons list this many examples in the report; the count is always complete.
@@ -183,6 +183,15 @@ def under_source(source: Path, written: str, max_parts: int = 4) -> list[Path]:
     parts = [p for p in written.replace("\\", "/").split("/") if p and p != "."]
     tails = [Path(*parts[-k:]) for k in range(min(max_parts, len(parts)), 0, -1)]
     return [source / written, *(source / tail for tail in tails)]
+
+
+def label_order(found: Iterable[str], value_map: Mapping[str, str]) -> tuple[str, ...]:
+    """Class order: a value map's labels as written; else the known set (density, quality); else sorted."""
+    if value_map:
+        return tuple(dict.fromkeys(value_map.values()))
+    found = set(found)
+    known = infer_labels(found)
+    return known if found <= set(known) else tuple(sorted(found))
 
 
 def laterality(value: str) -> str:

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from medseg_weak.data.importers.base import ImportContext, Imported, laterality, map_value, read_csv
+from medseg_weak.data.importers.base import (
+    ImportContext,
+    Imported,
+    label_order,
+    laterality,
+    map_value,
+    read_csv,
+)
 from medseg_weak.data.importers.mapping import Mapping, load_mapping, require
-from medseg_weak.data.manifest import SPLITS, Record, infer_labels
+from medseg_weak.data.manifest import SPLITS, Record
 from medseg_weak.errors import ConfigError
 
 
@@ -30,7 +37,7 @@ def import_csv(ctx: ImportContext) -> Imported:
         if record is not None:
             records.append(record)
     ctx.note_unused(table, mapping.needed())
-    return Imported(records, _labels(mapping, records))
+    return Imported(records, label_order((r.label for r in records), mapping.labels))
 
 
 def _record(ctx: ImportContext, mapping: Mapping, row: dict[str, str], where: str) -> Record | None:
@@ -67,12 +74,3 @@ def _record(ctx: ImportContext, mapping: Mapping, row: dict[str, str], where: st
         split=split,
         mask_path=str(ctx.source / mask) if mask else "",
     )
-
-
-def _labels(mapping: Mapping, records: list[Record]) -> tuple[str, ...]:
-    """The value map's labels in the order written; without one, a known set (density, quality) or sorted."""
-    if mapping.labels:
-        return tuple(dict.fromkeys(mapping.labels.values()))
-    found = {r.label for r in records}
-    known = infer_labels(found)
-    return known if found <= set(known) else tuple(sorted(found))

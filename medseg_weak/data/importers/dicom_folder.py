@@ -11,10 +11,17 @@ label value map. PatientID is copied as it is: pseudonymise the export first (do
 
 from __future__ import annotations
 
-from medseg_weak.data.importers.base import CsvTable, ImportContext, Imported, laterality, read_csv
+from medseg_weak.data.importers.base import (
+    CsvTable,
+    ImportContext,
+    Imported,
+    label_order,
+    laterality,
+    read_csv,
+)
 from medseg_weak.data.importers.dicom_headers import KEYWORDS, Header, check_keywords, read_headers
 from medseg_weak.data.importers.mapping import Mapping, load_mapping
-from medseg_weak.data.manifest import Record, infer_labels
+from medseg_weak.data.manifest import Record
 from medseg_weak.errors import ConfigError
 
 JOIN_KEYS = ("SOPInstanceUID", "AccessionNumber", "StudyInstanceUID", "PatientID", "file")
@@ -46,9 +53,7 @@ def import_dicom_folder(ctx: ImportContext) -> Imported:
         + (f" and laterality = {side_column}" if side_column else "")
         + f"; domain = {' + '.join(domain_fields)}"
     )
-    found = {r.label for r in records}
-    order = tuple(dict.fromkeys(mapping.labels.values())) if mapping.labels else infer_labels(found)
-    return Imported(records, order if found <= set(order) else tuple(sorted(found)))
+    return Imported(records, label_order((r.label for r in records), mapping.labels))
 
 
 def _domain_fields(ctx: ImportContext) -> tuple[str, ...]:
