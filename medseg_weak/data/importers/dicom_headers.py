@@ -1,15 +1,19 @@
 """Read the few DICOM header fields an import needs, from many files at once, never the pixels.
 
-``stop_before_pixels`` makes a 30 MB mammogram cost a few kilobytes of reading. The files of a PACS
-export usually sit on a network share, where waiting for the disk dominates, so a thread pool keeps
-several reads in flight. Patient names are never read.
+``stop_before_pixels`` leaves the pixel data unread, so a mammogram costs its header's few kilobytes.
+What remains is pydicom parsing the header in Python, which holds the GIL: a thread pool was slower
+than one worker, a process pool faster (docs/results/bench_import_headers.md), and processes also keep
+several reads in flight on a network share. ``specific_tags`` is not used: pydicom still walks every
+element with it, and it measured slower than parsing the header and converting only the values read.
+Patient names are never read.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pydicom
@@ -60,7 +64,7 @@ def check_keywords(keywords: Iterable[str], option: str) -> None:
 
 def read_header(path: Path, keywords: Sequence[str] = KEYWORDS) -> Header:
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(keywords))
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
     except (InvalidDicomError, OSError, ValueError, KeyError, TypeError, EOFError) as err:
         return Header(path, {}, f"{type(err).__name__}: {err}")
     values = {}
@@ -70,9 +74,16 @@ def read_header(path: Path, keywords: Sequence[str] = KEYWORDS) -> Header:
     return Header(path, values)
 
 
-def read_headers(paths: Sequence[Path], keywords: Sequence[str] = KEYWORDS, workers: int = 4) -> list[Header]:
-    """Headers in the order of ``paths``; unreadable files come back with ``error`` set, not raised."""
-    if workers <= 1 or len(paths) < 2:
-        return [read_header(p, keywords) for p in paths]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda p: read_header(p, keywords), paths))
+def read_headers(
+    paths: Sequence[Path], keywords: Sequence[str] = KEYWORDS, workers: int = 4, min_parallel: int = 500
+) -> list[Header]:
+    """Headers in the order of ``paths``; unreadable files come back with ``error`` set, not raised.
+
+    Fewer than ``min_parallel`` files are read in this process: starting the pool (about half a second
+    with torch loaded, two busy cores) costs more than it saves on a few hundred headers.
+    """
+    read = partial(read_header, keywords=tuple(keywords))
+    if workers <= 1 or len(paths) < max(2, min_parallel):
+        return [read(p) for p in paths]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(read, paths, chunksize=max(1, len(paths) // (4 * workers))))
