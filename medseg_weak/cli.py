@@ -272,7 +272,7 @@ def _add_data_import(data_verbs: argparse._SubParsersAction) -> None:
     imp.add_argument("--columns", type=Path, help="YAML column mapping (formats csv, dicom_folder)")
     imp.add_argument("--domain-by", help="what names the hospital/scanner, where the format offers a choice")
     imp.add_argument(
-        "--workers", type=int, default=ImportOptions.workers, help="processes reading DICOM headers"
+        "--workers", type=int, default=ImportOptions.workers, help="threads reading DICOM headers"
     )
     imp.add_argument("--out", type=Path, required=True, help="folder for manifest.csv and import_report.md")
     _common(imp)

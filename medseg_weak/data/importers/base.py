@@ -30,7 +30,7 @@ class ImportOptions:
 
     ``csv``: the table to read instead of the dataset's default file name; ``columns``: a YAML
     mapping file (formats ``csv`` and ``dicom_folder``); ``domain_by``: which field names the
-    hospital, for formats that offer a choice; ``workers``: processes reading DICOM headers.
+    hospital, for formats that offer a choice; ``workers``: threads reading DICOM headers.
     """
 
     csv: Path | None = None

@@ -1,17 +1,19 @@
 """Read the few DICOM header fields an import needs, from many files at once, never the pixels.
 
 ``stop_before_pixels`` leaves the pixel data unread, so a mammogram costs its header's few kilobytes.
-What remains is pydicom parsing the header in Python, which holds the GIL: a thread pool was slower
-than one worker, a process pool faster (docs/results/bench_import_headers.md), and processes also keep
-several reads in flight on a network share. ``specific_tags`` is not used: pydicom still walks every
-element with it, and it measured slower than parsing the header and converting only the values read.
+What remains is pydicom parsing the header in Python, which holds the GIL, so a thread pool overlaps
+only the waits for the disk: what a PACS export on a network share needs. On the project's shared
+2-core machine threads were 1.0-1.7x one worker, and a process pool slower than one worker even at 800
+files (starting it costs about a second there; docs/results/bench_import_headers.md). ``specific_tags``
+is not used: pydicom still walks every element with it, and it measured slower than converting only
+the values read.
 Patient names are never read.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -74,16 +76,10 @@ def read_header(path: Path, keywords: Sequence[str] = KEYWORDS) -> Header:
     return Header(path, values)
 
 
-def read_headers(
-    paths: Sequence[Path], keywords: Sequence[str] = KEYWORDS, workers: int = 4, min_parallel: int = 500
-) -> list[Header]:
-    """Headers in the order of ``paths``; unreadable files come back with ``error`` set, not raised.
-
-    Fewer than ``min_parallel`` files are read in this process: starting the pool (about half a second
-    with torch loaded, two busy cores) costs more than it saves on a few hundred headers.
-    """
+def read_headers(paths: Sequence[Path], keywords: Sequence[str] = KEYWORDS, workers: int = 4) -> list[Header]:
+    """Headers in the order of ``paths``; unreadable files come back with ``error`` set, not raised."""
     read = partial(read_header, keywords=tuple(keywords))
-    if workers <= 1 or len(paths) < max(2, min_parallel):
+    if workers <= 1 or len(paths) < 2:
         return [read(p) for p in paths]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(read, paths, chunksize=max(1, len(paths) // (4 * workers))))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(read, paths))

@@ -259,12 +259,12 @@ def test_dicom_folder_workers_do_not_change_the_manifest(tmp_path, workers):
     assert len(rows(result)) == 3
 
 
-def test_header_process_pool_gives_the_serial_answer(tmp_path):
+def test_header_thread_pool_gives_the_serial_answer(tmp_path):
     from medseg_weak.data.importers.dicom_headers import read_headers
 
     source, _ = fakes.build("dicom_folder", tmp_path / "layout")
     files = sorted(p for p in source.rglob("*") if p.is_file())
     serial = read_headers(files, workers=1)
-    pooled = read_headers(files, workers=2, min_parallel=1)
+    pooled = read_headers(files, workers=2)
     assert [(h.path, h.values, h.error) for h in pooled] == [(h.path, h.values, h.error) for h in serial]
     assert sum(1 for h in serial if h.error) == 1  # notes.txt
