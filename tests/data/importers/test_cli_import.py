@@ -93,3 +93,13 @@ def test_import_check_pipeline_end_to_end(synth_mammo, tmp_path):
     assert "eval" in json.loads((run_dir / "timings.json").read_text())
     dice = (run_dir / "eval" / "dice_by_hospital.md").read_text()
     assert "| unet_cam |" in dice and "| unet_truth |" in dice
+
+
+def test_cli_offers_exactly_the_registered_formats():
+    from medseg_weak.cli import build_parser
+    from medseg_weak.data.importers import IMPORTERS
+
+    parser = build_parser()
+    for fmt in IMPORTERS.names():
+        args = parser.parse_args(["data", "import", fmt, "--source", "s", "--out", "o"])
+        assert args.format == fmt and args.func.__name__ == "cmd_data_import"
