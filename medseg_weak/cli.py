@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--size", type=int, default=256, help="preprocessed size shown")
     _common(preview)
     preview.set_defaults(func=cmd_data_preview)
+    _add_data_import(data_verbs)
     train = verbs.add_parser("train-classifier", help="train the image-level classifier (stage 1)")
     train.add_argument("--run-dir", type=Path, help="run directory (default: <runs_dir>/<name>)")
     train.add_argument("--test-domain", help="hold this hospital out entirely (leave-one-domain-out)")
@@ -251,6 +252,47 @@ def cmd_data_preview(args: argparse.Namespace) -> int:
     manifest = load_manifest(args.manifest, cfg.data.labels or None)
     out = write_preview(manifest, args.out, cfg.data.kind, size=args.size, per_domain=args.per_hospital)
     console.print(f"wrote {out}")
+    return 0
+
+
+def _add_data_import(data_verbs: argparse._SubParsersAction) -> None:
+    from medseg_weak.data.importers import IMPORTERS, ImportOptions, describe
+
+    formats = "\n".join(f"  {name:18} {describe(name)}" for name in IMPORTERS.names())
+    imp = data_verbs.add_parser(
+        "import",
+        help="write a manifest from a public dataset's layout, a DICOM folder or any CSV",
+        description=f"formats:\n{formats}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    imp.add_argument("format", choices=IMPORTERS.names(), metavar="FORMAT", help="see the list above")
+    imp.add_argument("--source", type=Path, required=True, help="the dataset's folder as downloaded")
+    imp.add_argument("--csv", type=Path, help="the label table, instead of the format's default file")
+    imp.add_argument("--columns", type=Path, help="YAML column mapping (formats csv, dicom_folder)")
+    imp.add_argument("--domain-by", help="what names the hospital/scanner, where the format offers a choice")
+    imp.add_argument(
+        "--workers", type=int, default=ImportOptions.workers, help="threads reading DICOM headers"
+    )
+    imp.add_argument("--out", type=Path, required=True, help="folder for manifest.csv and import_report.md")
+    _common(imp)
+    imp.set_defaults(func=cmd_data_import)
+
+
+def cmd_data_import(args: argparse.Namespace) -> int:
+    from medseg_weak.data.importers import import_dataset
+
+    result = import_dataset(
+        args.format,
+        args.source,
+        args.out,
+        csv=args.csv,
+        columns=args.columns,
+        domain_by=args.domain_by,
+        workers=args.workers,
+    )
+    dropped = sum(result.dropped.values())
+    console.print(f"kept {result.kept} of {result.rows_read} rows ({dropped} dropped): {result.manifest}")
+    console.print(result.report.read_text(), markup=False, highlight=False)
     return 0
 
 
