@@ -91,3 +91,19 @@ def test_unknown_data_kind_names_the_key_and_the_kinds():
 
     with pytest.raises(ConfigError, match=r"'synth\.kind': unknown data kind 'ct'.*Valid: fundus, mammo"):
         data_summary(load_config(None, ["synth.kind=ct"]))
+
+
+def test_the_data_kind_fills_channels_and_cam_target():
+    from medseg_weak.data.kinds import resolve_kind_defaults
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    fundus = resolve_kind_defaults(load_config(root / "fundus_quality.yaml"))
+    assert (fundus.classifier.in_channels, fundus.segmenter.in_channels, fundus.cams.target) == (
+        3,
+        3,
+        "Reject",
+    )
+    mammo = resolve_kind_defaults(load_config(root / "demo.yaml"))
+    assert (mammo.classifier.in_channels, mammo.cams.target) == (1, "D")
+    grey = resolve_kind_defaults(load_config(root / "fundus_quality.yaml", ["classifier.in_channels=1"]))
+    assert grey.classifier.in_channels == 1  # an explicit choice is kept
