@@ -7,7 +7,8 @@ batched on the model's device, feeding :class:`~medseg_weak.invariance.streaming
 
 Cost: N x T forwards, each batch = up to ``batch_size`` samples under one transformation, plus one
 single-image probe forward that learns the layers' activation shapes. Memory: for each layer, float64
-statistics of ``(batch_size + 2 T + 1)`` activations, independent of N.
+statistics the size of ``2 batch_size + 2 T + 1`` activations (twice that with a same-equivariance
+measure), independent of N.
 """
 
 from __future__ import annotations

@@ -227,9 +227,9 @@ def _noise(images: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
 
 
 def _jpeg(images: torch.Tensor, quality: float) -> torch.Tensor:
-    q = round(quality)
-    encoded = F.jpeg(F.to_dtype(images, torch.uint8, scale=True), q)
-    return F.to_dtype(encoded, images.dtype, scale=True)
+    # torchvision's JPEG codec is a CPU one; the round trip keeps the set usable on any device
+    encoded = F.jpeg(F.to_dtype(images.cpu(), torch.uint8, scale=True), round(quality))
+    return F.to_dtype(encoded, images.dtype, scale=True).to(images.device)
 
 
 def _vendor_curve(images: torch.Tensor, k: float) -> torch.Tensor:

@@ -209,12 +209,20 @@ def test_rows_and_csv(tmp_path):
     assert len(written) == 3 * (4 + 2) and written[0]["measure"] == "normalized_variance"
 
 
-def test_every_registered_measure_runs_on_a_spatial_set():
-    out = measure_invariances(_cnn(), _images(n=4), _quarter_turns(), ["0", "2"], MEASURES.names())
-    for name, result in out.items():
-        for values in result.per_unit.values():
-            assert values.shape == (4,) or values.shape == (3,)
-            assert not np.isnan(values).any(), name
+@pytest.mark.parametrize("name", MEASURES.names())
+def test_contract_of_every_registered_measure(name):
+    model, x, layers = _cnn(), _images(n=4), ["0", "2"]
+    first = measure_invariance(model, x, _quarter_turns(), layers, name)
+    again = measure_invariance(model, x, _quarter_turns(), layers, name)
+    identity = measure_invariance(model, x, make_transformation_set("identity"), layers, name)
+    assert first.measure == name and first.layers == layers and first.n_samples == 4
+    for layer, channels in zip(layers, (4, 3), strict=True):
+        values = first.per_unit[layer]
+        assert values.shape == (channels,) and values.dtype == np.float64
+        assert not np.isnan(values).any() and (values >= 0).all()
+        np.testing.assert_array_equal(again.per_unit[layer], values)  # deterministic
+        if not name.startswith("sample_variance"):
+            assert (identity.per_unit[layer] == 0).all()  # nothing changes, nothing is measured
 
 
 def test_vit_blocks_give_token_activations():

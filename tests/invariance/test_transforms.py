@@ -48,11 +48,9 @@ def test_contract_shape_range_finite_deterministic(name, channels):
         torch.testing.assert_close(t(x[1:2]), y[1:2], atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", [n for n in NAMES if make_transformation_set(n).identity_param is not None])
 def test_identity_parameter_is_the_identity(name):
     ts = make_transformation_set(name)
-    if ts.identity_param is None:
-        pytest.skip(f"{name} has no identity parameter")
     x = _images()
     t = dataclasses.replace(ts, params=(ts.identity_param, ts.identity_param))[0]
     torch.testing.assert_close(t(x), x, atol=1e-6, rtol=0)
