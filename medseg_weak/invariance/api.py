@@ -29,6 +29,8 @@ from medseg_weak.progress import progress_bar
 
 __all__ = ["as_transformations", "measure_invariance", "measure_invariances"]
 
+# which activations feed a set of accumulators: f(T x), or T^-1 f(T x) for same-equivariance
+INVARIANCE, SAME_EQUIVARIANCE = "invariance", "same_equivariance"
 Transforms = Sequence[Transformation] | Sequence[Callable[[torch.Tensor], torch.Tensor]]
 
 
@@ -89,8 +91,8 @@ def measure_invariances(
 
     with eval_mode(model), torch.no_grad(), LayerTap(taps) as tap:
         shapes = _probe(model, tap, source, ts, device, same_eq)
-        kinds = (False, True) if same_eq else (False,)
-        stats: dict[str, dict[bool, dict[str, LayerStats]]] = {}
+        kinds = (INVARIANCE, SAME_EQUIVARIANCE) if same_eq else (INVARIANCE,)
+        stats: dict[str, dict[str, dict[str, LayerStats]]] = {}
         total = len(source) * len(ts)
         with progress_bar(total, "invariance", enabled=progress) as advance:
             for label, indices in members.items():
@@ -175,7 +177,7 @@ def _run_chunk(
     tap: LayerTap,
     x: torch.Tensor,
     ts: list[Transformation],
-    accs: dict[bool, dict[str, MatrixAccumulator]],
+    accs: dict[str, dict[str, MatrixAccumulator]],
 ) -> None:
     for by_layer in accs.values():
         for acc in by_layer.values():
@@ -183,9 +185,9 @@ def _run_chunk(
     for i, t in enumerate(ts):
         outputs = tap.run(model, t(x))
         for name, a in outputs.items():
-            accs[False][name].add(i, a)
-            if True in accs:
-                accs[True][name].add(i, t.inverse_on_map(a))
+            accs[INVARIANCE][name].add(i, a)
+            if SAME_EQUIVARIANCE in accs:  # the same activations, mapped back by T^-1
+                accs[SAME_EQUIVARIANCE][name].add(i, t.inverse_on_map(a))
     for by_layer in accs.values():
         for acc in by_layer.values():
             acc.end_chunk()
@@ -193,7 +195,7 @@ def _run_chunk(
 
 def _result(
     spec: Measure,
-    stats: dict[str, dict[bool, dict[str, LayerStats]]],
+    stats: dict[str, dict[str, dict[str, LayerStats]]],
     ts: list[Transformation],
     average: bool,
 ) -> InvarianceResult:
@@ -205,7 +207,7 @@ def _result(
         n = next(iter(by_layer.values())).n_samples
         return InvarianceResult(spec.name, per_unit, labels, n, average, group)
 
-    kind = spec.same_equivariance
+    kind = SAME_EQUIVARIANCE if spec.same_equivariance else INVARIANCE
     if list(stats) == [ALL]:
         return build(ALL, stats[ALL][kind])
     per_group = {g: build(g, s[kind]) for g, s in stats.items()}
