@@ -15,7 +15,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 
 stamp=.venv/.medseg-weak-installed
-want="$(cat pyproject.toml | sha256sum | cut -d' ' -f1) $TORCH_PINS"
+want="$(cat pyproject.toml scripts/setup_env.sh | sha256sum | cut -d' ' -f1) $TORCH_PINS"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && .venv/bin/python -c "import medseg_weak" 2>/dev/null; then
     exit 0
 fi
@@ -29,5 +29,10 @@ pip_install() {
 # shellcheck disable=SC2086
 pip_install $TORCH_PINS
 pip_install -e '.[dev]'
+# tmeasures, for the invariance comparison test only: --no-deps, because it declares opencv-python,
+# which clashes with the opencv-python-headless that grad-cam uses (both install cv2); statsmodels is
+# what it imports without declaring.
+pip_install statsmodels
+pip_install --no-deps "tmeasures==1.2.11"
 .venv/bin/python -c "import torch, torchvision, medseg_weak" || { echo "[setup] install failed" >&2; exit 1; }
 echo "$want" > "$stamp"
