@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from medseg_weak import __version__
@@ -488,8 +489,8 @@ def _print_error(message: str) -> None:
         err_console.print(line, markup=False, highlight=False)
     if details and head.endswith(":"):
         head = f"{head[:-1]} (listed above)"
-    # markup off: messages quote config values such as [low, high], which rich would take for markup
-    err_console.print(f"error: {head}", markup=False, highlight=False)
+    # escape: messages quote config values such as [low, high], which rich would take for markup
+    err_console.print(f"[red]error:[/red] {escape(head)}", highlight=False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
