@@ -160,10 +160,10 @@ def read_manifest(
     reader = csv.DictReader(io.StringIO(text))
     header = [h.strip() for h in (reader.fieldnames or [])]
     _check_header(path, header)
-    rows = list(reader)
+    rows = [_clean_row(row) for row in reader]
     if not rows:
         raise InputError(path, "manifest has no rows")
-    valid = tuple(labels) if labels is not None else infer_labels({(r["label"] or "").strip() for r in rows})
+    valid = tuple(labels) if labels is not None else infer_labels({row["label"] for row, _ in rows})
     records, problems = _validate_rows(rows, valid, path.parent, check_files)
     return Manifest(records=tuple(records), root=path.parent, labels=valid, source=path), problems
 
@@ -185,7 +185,7 @@ def looks_like_column(name: str) -> str | None:
 
 
 def _check_header(path: Path, header: list[str]) -> None:
-    doubled = sorted({h for h in header if header.count(h) > 1})
+    doubled = sorted({h for h in header if h and header.count(h) > 1})
     if doubled:
         raise InputError(path, f"column(s) {', '.join(doubled)} appear more than once in the header")
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
@@ -211,14 +211,13 @@ def _clean_row(row: dict[str | None, str | list[str] | None]) -> tuple[dict[str,
 
 
 def _validate_rows(
-    rows: list[dict], labels: tuple[str, ...], root: Path, check_files: bool
+    rows: list[tuple[dict[str, str], list[str]]], labels: tuple[str, ...], root: Path, check_files: bool
 ) -> tuple[list[Record], list[Problem]]:
     problems: list[Problem] = []
     records: list[Record] = []
     seen: dict[str, int] = {}
     patient_splits: dict[str, dict[str, int]] = {}
-    for line, raw in enumerate(rows, start=2):  # line 1 is the header
-        row, overflow = _clean_row(raw)
+    for line, (row, overflow) in enumerate(rows, start=2):  # line 1 is the header
         where, rid = f"line {line}", row.get("id", "")
 
         def problem(kind: str, message: str, path: str = "") -> None:

@@ -55,7 +55,7 @@ def test_header_errors(tmp_path):
     with pytest.raises(InputError, match="missing column\\(s\\) domain, patient_id"):
         load_manifest(path)
     path.write_text("id,path,label,domain,patient_Id\n1,a.png,A,H1,p1\n")
-    with pytest.raises(InputError, match="missing column\\(s\\) patient_id; .*'patient_Id' \\(did you mean"):
+    with pytest.raises(InputError, match=r"missing column\(s\) patient_id; .*'patient_Id' \(did you mean"):
         load_manifest(path)
     path.write_text("id,path,label,domain,patient_id,label\n1,a.png,A,H1,p1,B\n")
     with pytest.raises(InputError, match="column\\(s\\) label appear more than once"):
@@ -128,3 +128,11 @@ def test_values_beyond_the_header_are_a_problem(tmp_path):
     path.write_text("id,path,label,domain,patient_id\n1,a.png,A,H1,p1,surplus\n")
     with pytest.raises(ManifestError, match="line 2: 1 value\\(s\\) beyond the header's columns"):
         load_manifest(path)
+
+
+def test_header_names_and_values_are_stripped(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"x")
+    path = tmp_path / "m.csv"
+    path.write_text(" id , path,label ,domain,patient_id, age \n1 , a.png ,B,H1,p1, 54\n")
+    record = load_manifest(path).records[0]
+    assert (record.id, record.path, record.label, record.extra) == ("1", "a.png", "B", {"age": "54"})
