@@ -41,9 +41,11 @@ def j2k_manifest(tmp_path: Path) -> Path:
     return write_manifest(rows, tmp_path / "manifest.csv")
 
 
-def test_corrupt_jpeg2000_shows_our_message_only(j2k_manifest, tmp_path):
+@pytest.mark.parametrize("workers", ["1", pytest.param("2", marks=pytest.mark.slow)])
+def test_corrupt_jpeg2000_shows_our_message_only(j2k_manifest, tmp_path, workers):
+    """With 2 workers pydicom logs in the worker processes, whose records are forwarded to ours."""
     log = tmp_path / "logs" / "check.log"
-    result = run("data", "check", str(j2k_manifest), "-q", "--log-file", str(log))
+    result = run("data", "check", str(j2k_manifest), "-q", "--log-file", str(log), "--workers", workers)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr + result.stdout
     assert "ERROR pydicom" not in result.stderr  # pydicom logs an ERROR record per decoder plugin
