@@ -130,7 +130,9 @@ def forwarded_logs() -> Iterator[tuple[Any, tuple[Any, ...]]]:
     """``(initializer, initargs)`` for a spawn process pool whose workers log through our handlers."""
     root = logging.getLogger()
     queue = multiprocessing.get_context("spawn").Queue()
-    listener = QueueListener(queue, *root.handlers, respect_handler_level=True)
+    # No handlers (an API caller that never set logging up): what this process would do, lastResort.
+    handlers = root.handlers or [logging.lastResort]
+    listener = QueueListener(queue, *[h for h in handlers if h is not None], respect_handler_level=True)
     listener.start()
     try:
         yield _init_worker, (queue, root.getEffectiveLevel())
