@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from rich.table import Table
 from medseg_weak import __version__
 from medseg_weak.config import Config, load_config
 from medseg_weak.data.kinds import KINDS
-from medseg_weak.errors import MedsegError
+from medseg_weak.errors import InputError, MedsegError
 
 # Outside a terminal rich assumes 80 columns, which truncates tables and breaks file paths across
 # lines in logs; errors must stay one greppable line.
@@ -40,7 +41,18 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="override one config value, e.g. --set data.image_size=128 (repeatable)",
     )
     parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    _log_file_option(parser, argparse.SUPPRESS)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def _log_file_option(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument(
+        "--log-file",
+        type=Path,
+        default=default,
+        metavar="PATH",
+        help="also write the whole log, library tracebacks included, to PATH (--debug: one in the temp dir)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"medseg-weak {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    _log_file_option(parser, None)
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     synth = verbs.add_parser("synth", help="generate the built-in multi-hospital benchmark")
@@ -84,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     check = data_verbs.add_parser("check", help="validate a manifest and every file; print a summary table")
     check.add_argument("manifest", type=Path)
     check.add_argument("--no-decode", action="store_true", help="validate the CSV only, do not read images")
+    check.add_argument(
+        "--problems",
+        type=Path,
+        metavar="FILE",
+        help="write every problem to FILE (CSV: kind,id,path,message)",
+    )
+    check.add_argument("--workers", type=int, help="processes that decode images (default: every CPU)")
     _common(check)
     check.set_defaults(func=cmd_data_check)
     preview = data_verbs.add_parser("preview", help="write a montage of preprocessed images per hospital")
@@ -202,46 +222,62 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+SHOWN_PER_KIND = 10  # problems of one kind printed; the rest go to --problems FILE
+
+
 def cmd_data_check(args: argparse.Namespace) -> int:
     from medseg_weak.data.check import check_manifest, size_range
-    from medseg_weak.data.manifest import load_manifest
-    from medseg_weak.progress import progress_bar
+    from medseg_weak.errors import ConfigError
 
     cfg = resolve_config(args)
-    labels = cfg.data.labels or None
-    total = 0 if args.no_decode else len(load_manifest(args.manifest, labels, check_files=False))
-    with progress_bar(total, "reading images", enabled=not (args.quiet or args.no_decode)) as advance:
-        report = check_manifest(args.manifest, labels=labels, decode=not args.no_decode, progress=advance)
-    if report.manifest is not None:
-        labels_seen = report.manifest.labels
-        table = Table(title=f"{args.manifest} ({len(report.manifest)} images)")
-        table.add_column("hospital")
-        for label in labels_seen:
-            table.add_column(label, justify="right")
-        table.add_column("total", justify="right")
-        for column in ("patients", "rows", "cols", "photometric", "bits", "masks"):
-            table.add_column(column, justify="right")
-        for domain, s in report.domains.items():
-            patients = len({r.patient_id for r in report.manifest.records if r.domain == domain})
-            table.add_row(
-                domain,
-                *(str(s.labels.get(label, 0)) for label in labels_seen),
-                str(sum(s.labels.values())),
-                str(patients),
-                size_range(s.heights),
-                size_range(s.widths),
-                ", ".join(sorted(s.photometric)) or "-",
-                ", ".join(sorted(s.bits)) or "-",
-                str(s.masks),
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers must be at least 1; got {args.workers}")
+    report = check_manifest(
+        args.manifest,
+        labels=cfg.data.labels or None,
+        decode=not args.no_decode,
+        workers=args.workers,
+        progress=not args.quiet,
+    )
+    manifest = report.manifest
+    table = Table(title=f"{args.manifest} ({len(manifest)} images)")
+    table.add_column("hospital")
+    for label in manifest.labels:
+        table.add_column(label, justify="right")
+    table.add_column("total", justify="right")
+    for column in ("patients", "rows", "cols", "photometric", "bits", "masks"):
+        table.add_column(column, justify="right")
+    for domain, s in report.domains.items():
+        patients = len({r.patient_id for r in manifest.records if r.domain == domain})
+        table.add_row(
+            domain,
+            *(str(s.labels.get(label, 0)) for label in manifest.labels),
+            str(sum(s.labels.values())),
+            str(patients),
+            size_range(s.heights),
+            size_range(s.widths),
+            ", ".join(sorted(s.photometric)) or "-",
+            ", ".join(sorted(s.bits)) or "-",
+            str(s.masks),
+        )
+    console.print(table)
+    if args.problems is not None:
+        report.write_problems(args.problems)
+    if report.ok:
+        console.print("[green]no problems found[/green]")
+        return 0
+    groups = report.by_kind()
+    for kind, problems in groups.items():
+        err_console.print(f"{kind} ({len(problems)}):", markup=False, highlight=False)
+        for problem in problems[:SHOWN_PER_KIND]:  # one line each on screen; the CSV keeps line breaks
+            err_console.print(f"  {' '.join(str(problem).split())}", markup=False, highlight=False)
+        if len(problems) > SHOWN_PER_KIND:
+            err_console.print(
+                f"  ... and {len(problems) - SHOWN_PER_KIND} more", markup=False, highlight=False
             )
-        console.print(table)
-    if report.problems:
-        err_console.print(f"[red]{len(report.problems)} problem(s) found:[/red]")
-        for problem in report.problems:
-            err_console.print(f"  {problem}", markup=False, highlight=False)
-        return 2
-    console.print("[green]no problems found[/green]")
-    return 0
+    counts = ", ".join(f"{len(p)} {kind}" for kind, p in groups.items())
+    where = f"all listed in {args.problems}" if args.problems else "--problems FILE lists them all as CSV"
+    raise InputError(args.manifest, f"{len(report.problems)} problem(s) found ({counts}); {where}")
 
 
 def cmd_data_preview(args: argparse.Namespace) -> int:
@@ -437,21 +473,45 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_error(message: str) -> None:
+    """The error as the last lines of stderr: details first, then one line starting with ``error:``."""
+    for handler in logging.getLogger().handlers:  # anything logged so far goes out before, not after
+        handler.flush()
+    head, *details = message.splitlines() or [""]
+    for line in details:
+        err_console.print(line, markup=False, highlight=False)
+    if details and head.endswith(":"):
+        head = f"{head[:-1]} (listed above)"
+    # escape: messages quote config values such as [low, high], which rich would take for markup
+    err_console.print(f"[red]error:[/red] {escape(head)}", highlight=False)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from medseg_weak.logs import setup_logging
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    debug = getattr(args, "debug", False)
+    log_file = setup_logging(debug=debug, log_file=getattr(args, "log_file", None))
+    log = logging.getLogger("medseg_weak.cli")
+    if log_file is not None:
+        log.info("full log in %s", log_file)
     try:
         return args.func(args)
     except MedsegError as err:
-        if getattr(args, "debug", False):
-            raise
-        # escape: messages quote config values such as [low, high], which rich would take for markup
-        err_console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False)
+        log.debug("error", exc_info=True)  # the traceback, for the log file only
+        if debug:
+            traceback.print_exc()
+        _print_error(str(err))
         return err.exit_code
     except KeyboardInterrupt:
-        err_console.print("interrupted; rerun the same command to continue where it stopped")
+        _print_error("interrupted; rerun the same command to continue where it stopped")
         return 130
+    except Exception as err:  # a bug: its traceback, then still our last line
+        log.debug("unexpected error", exc_info=True)
+        traceback.print_exc()
+        _print_error(f"unexpected {type(err).__name__} (a bug in medseg-weak; the traceback is above)")
+        return 1
 
 
 if __name__ == "__main__":

@@ -9,14 +9,23 @@ from __future__ import annotations
 import multiprocessing
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 
-def ordered_map(fn: Callable[[Item], Result], items: Sequence[Item], workers: int = 1) -> Iterator[Result]:
+def ordered_map(
+    fn: Callable[[Item], Result],
+    items: Sequence[Item],
+    workers: int = 1,
+    initializer: Callable[..., None] | None = None,
+    initargs: tuple[Any, ...] = (),
+) -> Iterator[Result]:
     """Yield ``fn(item)`` for every item, in order; ``workers`` > 1 runs them in a process pool.
+
+    ``initializer(*initargs)`` runs once in each worker process (not when the items are mapped in
+    this process): e.g. :func:`medseg_weak.logs.forwarded_logs` sends the workers' log records here.
 
     ``fn`` and the items must be picklable (a module-level function, frozen dataclasses). The pool
     uses spawn, not fork: the caller may already hold threads (torch, BLAS, a progress bar) that a
@@ -31,5 +40,7 @@ def ordered_map(fn: Callable[[Item], Result], items: Sequence[Item], workers: in
     context = multiprocessing.get_context("spawn")
     # Chunks amortise the pickling of small items, but stay small enough that every process gets work.
     chunksize = max(1, min(8, len(items) // (4 * workers)))
-    with ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=context) as pool:
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(items)), mp_context=context, initializer=initializer, initargs=initargs
+    ) as pool:
         yield from pool.map(fn, items, chunksize=chunksize)

@@ -3,8 +3,17 @@
 Decoding a DICOM and finding the breast costs far more than reading a small cache entry; after the
 first epoch no DICOM is decoded again. Keys hash the *content* (not the path or mtime), so a file
 replaced in place is recomputed, and a renamed copy reuses its entry. Hashing content on every access
-would re-read every file, so a stat index (size + mtime_ns -> content hash, like git's index)
-remembers the hash of files that have not changed since they were last hashed.
+would re-read every file, so a stat index remembers the hash of files that have not changed since they
+were last hashed, with git's index rules:
+
+* the stat key is (size, mtime_ns, ctime_ns, inode), not (size, mtime): ``cp -p``, ``rsync -t`` and
+  ``tar -x`` write new bytes and put the old mtime back, but they cannot put back the ctime (the kernel
+  sets it on every write or ``utime``), and a replaced file has a new inode;
+* an entry is "racy" when the file's mtime is not older than the entry itself: the file may have been
+  rewritten within the same timestamp tick after it was hashed, leaving every stat field unchanged.
+  Such an entry is never trusted; the file is hashed again until its mtime predates its entry. The
+  entry's age is the mtime of the entry's own file (as git uses the index file's), so both times come
+  from the same filesystem clock: ``time.time_ns()`` runs ahead of the coarse clock that stamps files.
 """
 
 from __future__ import annotations
@@ -36,6 +45,15 @@ def config_digest(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+StatKey = tuple[str, int, int, int, int]  # path, size, mtime_ns, ctime_ns, inode
+
+
+def stat_key(path: Path) -> tuple[StatKey, int]:
+    """The stat index key of ``path`` and its mtime_ns (which decides whether an entry is racy)."""
+    st = os.stat(path)
+    return (os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino), st.st_mtime_ns
+
+
 class ArrayCache:
     """A folder of entries, each holding arrays plus a small JSON-able ``meta`` dict."""
 
@@ -43,27 +61,27 @@ class ArrayCache:
         self.root = Path(root)
         self.hits = 0
         self.misses = 0
-        self._digests: dict[tuple[str, int, int], str] = {}
+        self._digests: dict[StatKey, str] = {}  # only entries that are not racy
 
     def content_digest(self, path: Path) -> str:
-        """Content hash of ``path``, reusing the stat index when size and mtime are unchanged."""
-        st = os.stat(path)
-        stat_key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
-        if stat_key in self._digests:
-            return self._digests[stat_key]
-        index = self.root / "stat" / (hashlib.sha1(stat_key[0].encode()).hexdigest() + ".json")
+        """Content hash of ``path``, reusing the stat index while the file's stat key is unchanged."""
+        key, mtime_ns = stat_key(path)
+        if key in self._digests:
+            return self._digests[key]
+        index = self.root / "stat" / (hashlib.sha1(key[0].encode()).hexdigest() + ".json")
         try:
-            entry = json.loads(index.read_text())
-            if entry["size"] == st.st_size and entry["mtime_ns"] == st.st_mtime_ns:
-                self._digests[stat_key] = entry["sha256"]
+            with open(index, "rb") as f:
+                recorded_ns = os.fstat(f.fileno()).st_mtime_ns
+                entry = json.loads(f.read())
+            if tuple(entry["stat"]) == key[1:] and mtime_ns < recorded_ns:
+                self._digests[key] = entry["sha256"]
                 return entry["sha256"]
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, TypeError):
             pass
         digest = file_digest(path)
-        atomic_write_text(
-            index, json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest})
-        )
-        self._digests[stat_key] = digest
+        atomic_write_text(index, json.dumps({"stat": key[1:], "sha256": digest}))
+        if mtime_ns < os.stat(index).st_mtime_ns:
+            self._digests[key] = digest
         return digest
 
     def key(self, files: list[Path | None], config: Mapping[str, Any]) -> str:

@@ -44,6 +44,7 @@ def test_key_follows_content_and_config(tmp_path):
 def test_stat_index_avoids_rehashing(tmp_path, monkeypatch):
     src = tmp_path / "img.bin"
     src.write_bytes(b"pixels")
+    _age(src)  # written just now it would be racy (same timestamp tick as its index entry)
     ArrayCache(tmp_path / "cache").key([src], {})
     import medseg_weak.data.cache as cache_mod
 
@@ -87,3 +88,63 @@ def test_pack_round_trip_keeps_dtypes_shapes_and_is_writable():
     for name, array in arrays.items():
         np.testing.assert_array_equal(out[name], array)
         assert out[name].dtype == array.dtype and out[name].flags.writeable
+
+
+def _age(path, seconds=3600):
+    """Give ``path`` an mtime well in the past: a file written long before the cache saw it (not racy)."""
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns - seconds * 10**9))
+    return os.stat(path).st_mtime_ns
+
+
+def test_rewrite_with_same_size_and_restored_mtime_is_recomputed(tmp_path):
+    """What ``cp -p``, ``rsync -t`` and ``tar -x`` do: new bytes, same size, the old mtime put back."""
+    src = tmp_path / "img.bin"
+    src.write_bytes(b"pixels-1")
+    mtime = _age(src)
+    before = ArrayCache(tmp_path / "cache").key([src], {})
+    src.write_bytes(b"pixels-2")
+    os.utime(src, ns=(mtime, mtime))
+    assert os.stat(src).st_size == 8 and os.stat(src).st_mtime_ns == mtime
+    assert ArrayCache(tmp_path / "cache").key([src], {}) != before  # a new process: the on-disk index
+    cache = ArrayCache(tmp_path / "cache")
+    first = cache.key([src], {})
+    src.write_bytes(b"pixels-3")
+    os.utime(src, ns=(mtime, mtime))
+    assert cache.key([src], {}) != first  # the same process: the in-memory index
+
+
+def test_replaced_file_with_same_stat_times_is_recomputed(tmp_path):
+    """A file replaced by another (new inode: ``tar -x``, an editor's save) with identical times and size."""
+    src, other = tmp_path / "img.bin", tmp_path / "other.bin"
+    src.write_bytes(b"pixels-1")
+    other.write_bytes(b"pixels-2")
+    mtime = _age(src)
+    os.utime(other, ns=(mtime, mtime))
+    cache = ArrayCache(tmp_path / "cache")
+    before = cache.key([src], {})
+    os.replace(other, src)
+    assert cache.key([src], {}) != before
+
+
+def test_racy_entry_is_hashed_again(tmp_path, monkeypatch):
+    """An entry recorded in the tick of the file's mtime may predate a same-tick rewrite: never trusted."""
+    import medseg_weak.data.cache as cache_mod
+
+    src = tmp_path / "img.bin"
+    src.write_bytes(b"pixels")
+    future = os.stat(src).st_mtime_ns + 3600 * 10**9  # mtime >= the index entry's: racy, like git's index
+    os.utime(src, ns=(future, future))
+    calls = []
+    real = cache_mod.file_digest
+    monkeypatch.setattr(cache_mod, "file_digest", lambda path: calls.append(path) or real(path))
+    cache = ArrayCache(tmp_path / "cache")
+    for _ in range(3):
+        cache.key([src], {})
+    ArrayCache(tmp_path / "cache").key([src], {})
+    assert len(calls) == 4
+    _age(src, 2 * 3600)  # once the file is older than its entry, the entry is trusted
+    cache.key([src], {})
+    cache.key([src], {})
+    ArrayCache(tmp_path / "cache").key([src], {})
+    assert len(calls) == 5
