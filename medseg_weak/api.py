@@ -100,7 +100,10 @@ def make_cams(
     extra = [f"data.manifest={manifest}"] if manifest else []
     c = config(cfg, [*overrides, *extra])
     stage = CamsStage(Path(checkpoint) if checkpoint else None, evaluate=evaluate, select=select, shard=shard)
-    outcome = run_plan(c, _run(c, run), [stage], force=force, progress=progress, allow=("cams",))
+    # Shards of one CAM stage are several processes sharing the run: no run lock for them.
+    outcome = run_plan(
+        c, _run(c, run), [stage], force=force, progress=progress, allow=("cams",), lock=shard is None
+    )
     return outcome.results["cams"]  # type: ignore[return-value]
 
 

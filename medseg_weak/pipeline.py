@@ -11,6 +11,7 @@ Every stage of a plan (every fold's, for leave-one-out) is validated before the 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -24,6 +25,7 @@ from medseg_weak.data.kinds import get_kind, resolve_kind_defaults
 from medseg_weak.data.manifest import Manifest, load_manifest
 from medseg_weak.errors import ConfigError
 from medseg_weak.io_utils import atomic_write_text
+from medseg_weak.lock import RunLock
 from medseg_weak.rundir import FOLDS, FOLDS_FILE, RunDir
 from medseg_weak.stages import DataSummary, Runner, Stage, StageResult
 
@@ -92,10 +94,12 @@ def run_plan(
     progress: bool = True,
     redo: Sequence[str] = (),
     allow: tuple[str, ...] = (),
+    lock: bool = True,
 ) -> RunOutcome:
     """Validate every stage of ``plan`` (default: the whole pipeline), then run it in ``run``.
 
-    ``allow``: config sections this plan may change in an existing run (see RunDir.write_provenance)."""
+    ``allow``: config sections this plan may change in an existing run (see RunDir.write_provenance).
+    ``lock``: hold the run directory's lock (one process per run); shards of one stage share a run."""
     from medseg_weak.data.prepare import prepare
 
     cfg = prepare_config(cfg)
@@ -106,12 +110,13 @@ def run_plan(
         raise ConfigError(
             f"{run.root} holds a leave-one-out run (folds/); add --leave-one-out or use another --run-dir"
         )
-    begin = time.perf_counter()
-    run.write_provenance(cfg, force=force, allow=allow)
-    manifest = prepare(cfg, run)  # generates the built-in data on first use
-    runner = Runner(cfg, run, force=force, progress=progress, redo=redo)
-    runner.timings["data"] = round(time.perf_counter() - begin, 2)
-    results = runner.execute(plan, manifest)
+    with RunLock(run.root) if lock else contextlib.nullcontext():
+        begin = time.perf_counter()
+        run.write_provenance(cfg, force=force, allow=allow)
+        manifest = prepare(cfg, run)  # generates the built-in data on first use
+        runner = Runner(cfg, run, force=force, progress=progress, redo=redo)
+        runner.timings["data"] = round(time.perf_counter() - begin, 2)
+        results = runner.execute(plan, manifest)
     return RunOutcome(run, results, dict(runner.timings))
 
 
@@ -137,9 +142,6 @@ def run_leave_one_out(
     cfg: Config, run: RunDir, *, force: bool = False, progress: bool = True, redo: Sequence[str] = ()
 ) -> RunOutcome:
     """Hold out each hospital in turn (a whole pipeline per fold); pool the held-out evaluations."""
-    from medseg_weak.data.prepare import resolve_manifest, split_manifest
-    from medseg_weak.evaluate.stage import PooledEvalStage
-
     cfg = prepare_config(cfg)
     if cfg.data.test_domain:
         raise ConfigError(
@@ -154,6 +156,16 @@ def run_leave_one_out(
         Runner.validate(pipeline_plan(fold_cfg, summary.has_truth), fold_cfg, summary)
     if run.read_state("classifier") is not None:
         raise ConfigError(f"{run.root} holds a single pipeline run; use another --run-dir for leave-one-out")
+    with RunLock(run.root):
+        return _leave_one_out(cfg, run, summary, force, progress, redo)
+
+
+def _leave_one_out(
+    cfg: Config, run: RunDir, summary: DataSummary, force: bool, progress: bool, redo: Sequence[str]
+) -> RunOutcome:
+    from medseg_weak.data.prepare import resolve_manifest, split_manifest
+    from medseg_weak.evaluate.stage import PooledEvalStage
+
     begin = time.perf_counter()
     run.write_provenance(cfg, force=force)
     full = resolve_manifest(cfg, run)

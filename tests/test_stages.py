@@ -160,3 +160,15 @@ def test_pipeline_fails_fast_on_any_stage_config_mistake(warm_imports, tmp_path,
     assert re.search(match, err), err
     assert elapsed < 5.0, f"validation took {elapsed:.1f} s"
     assert not run_dir.exists()  # nothing generated, nothing trained, no provenance written
+
+
+def test_a_second_process_in_the_same_run_directory_is_refused(warm_imports, tmp_path, capsys):
+    from medseg_weak.lock import RunLock
+
+    run_dir = tmp_path / "run"
+    with RunLock(run_dir):  # another pipeline holds the run
+        code = main(["pipeline", "-q", "--config", str(DEMO), "--run-dir", str(run_dir)])
+    assert code != 0
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error:") and str(run_dir) in err
+    assert not (run_dir / "config.yaml").exists()  # nothing written by the refused process
