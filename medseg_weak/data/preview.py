@@ -17,6 +17,7 @@ import numpy as np
 
 from medseg_weak.data.cache import ArrayCache
 from medseg_weak.data.dataset import PreprocessedDataset
+from medseg_weak.errors import InputError
 from medseg_weak.data.manifest import Manifest
 from medseg_weak.io_utils import atomic_write
 
@@ -49,6 +50,12 @@ def write_preview(
     per_domain: int = 6,
     cache: ArrayCache | None = None,
 ) -> Path:
+    out = Path(out)
+    fmt = out.suffix.lstrip(".").lower() or "png"
+    supported = plt.figure().canvas.get_supported_filetypes()
+    plt.close("all")
+    if fmt not in supported:  # before any image is decoded
+        raise InputError(out, f"unknown image format '.{fmt}'; use one of {', '.join(sorted(supported))}")
     dataset = PreprocessedDataset(manifest, kind, size, cache)
     picks = pick_examples(manifest, per_domain)
     rows, cols = len(picks), max(1, max(len(v) for v in picks.values()))
@@ -80,8 +87,6 @@ def write_preview(
         )
     fig.suptitle("cyan: breast / field of view   red: ground-truth mask", fontsize=9)
     fig.tight_layout()
-    out = Path(out)
-    fmt = out.suffix.lstrip(".") or "png"
     atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=110, format=fmt))
     plt.close(fig)
     return out

@@ -86,7 +86,12 @@ def load_classifier(checkpoint: Path) -> ClassifierModule:
         raise InputError(
             checkpoint, "classifier checkpoint not found (train it first: medseg-weak train-classifier)"
         )
-    module = ClassifierModule.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False)
+    try:
+        module = ClassifierModule.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False)
+    except Exception as err:  # truncated, not a checkpoint, or another model's: all mean "cannot use it"
+        raise InputError(
+            checkpoint, f"not a medseg-weak classifier checkpoint ({type(err).__name__}: {err})"
+        ) from None
     return module.eval()
 
 
