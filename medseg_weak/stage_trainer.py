@@ -10,11 +10,18 @@ from __future__ import annotations
 
 import logging
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from medseg_weak.io_utils import atomic_write
+
+log = logging.getLogger(__name__)
 
 
 def quiet_lightning() -> None:
@@ -53,15 +60,56 @@ def stage_loggers(out: Path) -> list[Logger]:
     return [CSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="tensorboard", version="")]
 
 
-def fit_resumable(
-    trainer: L.Trainer, module: L.LightningModule, out: Path, **data: object
-) -> tuple[Path, float | None]:
-    """Fit, continuing from ``out/last.ckpt`` when an earlier run was interrupted; return the best
-    checkpoint (by the first ModelCheckpoint's monitor; last.ckpt when nothing was monitored) and its
-    score. The one place every training stage resumes and picks its best weights."""
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file and renamed into place: a process killed while saving
+    leaves the previous checkpoint whole, never a truncated one that a rerun would try to resume."""
+
+    def save_checkpoint(self, checkpoint: dict, path: str | Path, storage_options: object = None) -> None:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(target, lambda tmp: torch.save(checkpoint, tmp))
+
+
+@dataclass(frozen=True)
+class Fitted:
+    best: Path  # the best checkpoint (by the first ModelCheckpoint's monitor; last.ckpt without one)
+    score: float | None
+    resumed_from_epoch: int | None  # epochs an interrupted run had finished; None for a fresh start
+
+
+def resume_point(out: Path) -> tuple[Path | None, int | None]:
+    """``out/last.ckpt`` and its finished epochs if it can be resumed; an unreadable one (a disk error,
+    a file from elsewhere) is set aside as ``last.ckpt.unreadable`` with a warning, and training
+    starts over rather than fail or resume from garbage."""
     last = out / "last.ckpt"
-    trainer.fit(module, ckpt_path=str(last) if last.is_file() else None, **data)  # type: ignore[arg-type]
+    if not last.is_file():
+        return None, None
+    try:
+        state = torch.load(last, map_location="cpu", weights_only=False)
+        return last, int(state["epoch"]) + 1
+    except Exception as err:  # any failure to read means "cannot resume from it"
+        aside = last.with_name("last.ckpt.unreadable")
+        last.replace(aside)
+        log.warning(
+            "%s cannot be read (%s: %s); moved to %s, training starts over",
+            last,
+            type(err).__name__,
+            err,
+            aside,
+        )
+        return None, None
+
+
+def fit_resumable(trainer: L.Trainer, module: L.LightningModule, out: Path, **data: object) -> Fitted:
+    """Fit, continuing from ``out/last.ckpt`` when an earlier run was interrupted; return the best
+    checkpoint and its score. The one place every training stage resumes and picks its best weights."""
+    last, epochs_done = resume_point(out)
+    if last is not None:
+        log.info("%s: resuming after epoch %d", out, epochs_done)
+    trainer.fit(module, ckpt_path=str(last) if last else None, **data)  # type: ignore[arg-type]
     checkpoint = trainer.checkpoint_callback
-    best = Path(checkpoint.best_model_path) if checkpoint and checkpoint.best_model_path else last
+    best = (
+        Path(checkpoint.best_model_path) if checkpoint and checkpoint.best_model_path else out / "last.ckpt"
+    )
     score = checkpoint.best_model_score if checkpoint else None
-    return best, (float(score) if score is not None else None)
+    return Fitted(best, float(score) if score is not None else None, epochs_done)

@@ -151,6 +151,9 @@ class ClassifierModule(L.LightningModule):
         # branches depend only on the config, the step and the hospitals in the batch (the combined
         # loader gives every rank a batch of every hospital).
         batch = batch[0] if isinstance(batch, tuple | list) else batch
+        # Dropout draws from the global generator, which a checkpoint does not restore: seeded from
+        # (seed, rank, step) here, a run resumed after a kill draws the masks an uninterrupted one draws.
+        torch.manual_seed(stream_seed("global", self._generator_seed, self.global_rank, self.global_step))
         names = [d for d in batch if batch[d] is not None and len(batch[d]["label"]) > 0]
         images = [batch[d]["image"] for d in names]
         if self.augment.enabled:

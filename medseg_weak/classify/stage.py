@@ -33,7 +33,8 @@ class ClassifierResult(StageResult):
     )  # metrics.json: test metrics, overall and per hospital
 
     def summary(self) -> dict[str, Any]:
-        return {"best_checkpoint": self.best_checkpoint.name, "best_score": self.metrics.get("best_score")}
+        keys = ("best_score", "resumed_from_epoch")
+        return {"best_checkpoint": self.best_checkpoint.name, **{k: self.metrics.get(k) for k in keys}}
 
     def key_files(self) -> list[Path]:
         return [self.best_checkpoint]
@@ -117,12 +118,14 @@ class ClassifierStage(Stage):
             log.info("classifier backbone '%s' starts from random weights", cfg.classifier.backbone)
         trainer = make_trainer(cfg, out, ctx.progress)
         trainer.callbacks.extend(self.callbacks)
-        best, score = fit_resumable(trainer, module, out, datamodule=data)
+        fitted = fit_resumable(trainer, module, out, datamodule=data)
+        best, score = fitted.best, fitted.score
         trainer.test(module, datamodule=data, ckpt_path=str(best), verbose=False)
         metrics = {
             "best_checkpoint": best.name,
             "monitor": cfg.classifier.monitor,
             "best_score": score,
+            "resumed_from_epoch": fitted.resumed_from_epoch,  # None: trained from the start
             "labels": list(manifest.labels),
             "domains": manifest.domains,
             "test_domain": cfg.data.test_domain,

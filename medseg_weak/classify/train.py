@@ -17,7 +17,7 @@ from medseg_weak.data.manifest import Manifest
 from medseg_weak.data.prepare import cache_dir
 from medseg_weak.io_utils import atomic_write_text
 from medseg_weak.rundir import RunDir
-from medseg_weak.stage_trainer import quiet_lightning, stage_callbacks, stage_loggers
+from medseg_weak.stage_trainer import AtomicCheckpointIO, quiet_lightning, stage_callbacks, stage_loggers
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ def make_trainer(cfg: Config, out: Path, progress: bool = True) -> L.Trainer:
     devices: int | str = int(c.devices) if c.devices.isdigit() else c.devices
     return L.Trainer(
         default_root_dir=out,
+        plugins=[AtomicCheckpointIO()],
         max_epochs=c.epochs,
         accelerator=c.accelerator,
         devices=devices,

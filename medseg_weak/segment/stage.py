@@ -34,9 +34,14 @@ class SegmenterResult(StageResult):
     monitor: str
     best_score: float | None
     source: str
+    resumed_from_epoch: int | None = None
 
     def summary(self) -> dict[str, Any]:
-        return {"best_checkpoint": self.best_checkpoint.name, "best_score": self.best_score}
+        return {
+            "best_checkpoint": self.best_checkpoint.name,
+            "best_score": self.best_score,
+            "resumed_from_epoch": self.resumed_from_epoch,
+        }
 
     def key_files(self) -> list[Path]:
         return [self.best_checkpoint]
@@ -128,21 +133,24 @@ class SegmenterStage(Stage):
         }
         module = SegmenterModule.from_config(seg)
         trainer = make_trainer(seg, out, ctx.progress)
-        best, score = fit_resumable(trainer, module, out, **loaders)
+        fitted = fit_resumable(trainer, module, out, **loaders)
+        best, score = fitted.best, fitted.score
         metrics = {
             "best_checkpoint": best.name,
             "monitor": seg.monitor,
             "best_score": score,
+            "resumed_from_epoch": fitted.resumed_from_epoch,  # None: trained from the start
             "source": self.source,
             "config": to_dict(seg),
         }
         atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-        return SegmenterResult(out, best, seg.monitor, score, self.source)
+        return SegmenterResult(out, best, seg.monitor, score, self.source, fitted.resumed_from_epoch)
 
     def load(self, ctx: StageContext) -> SegmenterResult:
         metrics = json.loads((ctx.out / "metrics.json").read_text())
         best = ctx.best_checkpoint(self.name)
-        return SegmenterResult(ctx.out, best, metrics["monitor"], metrics["best_score"], self.source)
+        resumed = metrics.get("resumed_from_epoch")
+        return SegmenterResult(ctx.out, best, metrics["monitor"], metrics["best_score"], self.source, resumed)
 
 
 def segmenter_stages(cfg: Config) -> list[SegmenterStage]:

@@ -21,7 +21,7 @@ from medseg_weak.io_utils import atomic_write_bytes
 from medseg_weak.rundir import RunDir
 from medseg_weak.segment.data import SegmentationDataset, Source
 from medseg_weak.segment.module import SegmenterModule, self_train_targets
-from medseg_weak.stage_trainer import quiet_lightning, stage_callbacks, stage_loggers
+from medseg_weak.stage_trainer import AtomicCheckpointIO, quiet_lightning, stage_callbacks, stage_loggers
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ def make_trainer(seg: SegmenterConfig, out: Path, progress: bool = True) -> L.Tr
     quiet_lightning()
     return L.Trainer(
         default_root_dir=out,
+        plugins=[AtomicCheckpointIO()],
         max_epochs=seg.epochs,
         accelerator=seg.accelerator,
         devices="auto",
