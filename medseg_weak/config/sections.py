@@ -430,6 +430,23 @@ class SegmenterConfig(_Checked):
 
 
 @dataclass(frozen=True)
+class EvalConfig(_Checked):
+    """Stage 4: scoring the test images. Only where and how Lightning's predict loop runs the
+    segmenters: the scores do not depend on it, so the eval stage's fingerprint leaves it out."""
+
+    KEY: ClassVar[str] = "eval"
+    batch_size: int = 8
+    accelerator: str = "auto"
+    devices: str = "auto"  # per node
+    strategy: str = "auto"
+    num_nodes: int = 1
+
+    def __post_init__(self) -> None:
+        self._at_least("batch_size", 1)
+        self._at_least("num_nodes", 1)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole run. Each stage reads its own section."""
 
@@ -441,3 +458,4 @@ class Config:
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     cams: CamConfig = field(default_factory=CamConfig)
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
