@@ -128,12 +128,14 @@ def generate_cams(
         )
     cache = open_cache(cfg, RunDir(out.parent))
     dataset = PreprocessedDataset(manifest, cfg.data.kind, cfg.data.image_size, cache)
-    owned = [i for i in range(len(dataset)) if shard.owns(i)]
-    # Every rank lists the work before any rank writes (writing starts after the ranks' rendezvous
-    # inside trainer.predict), so all ranks split the same list.
-    todo = [i for i in owned if not _done(out, dataset.records[i])]
     c = cfg.cams
     trainer = predict_trainer(c, default_root_dir=out)
+    owned = [i for i in range(len(dataset)) if shard.owns(i)]
+    todo = [i for i in owned if not _done(out, dataset.records[i])]
+    # All ranks must split the same list, so none may write before every rank has listed: the ranks'
+    # rendezvous in trainer.predict ensures it, or this barrier when a process group already exists
+    # (the classifier trained under DDP in the same processes).
+    trainer.strategy.barrier("cams listed")
     if progress is not None:
         progress(len(owned) - len(todo))
         if runs_in_one_process(trainer):  # a terminal bar cannot follow the loop into spawned ranks
@@ -147,7 +149,9 @@ def generate_cams(
         )
         writer = CamWriter(module.model, c, target, labels, dataset.records, out, evaluate)
         trainer.predict(writer, loader, return_predictions=False)
-    trainer.strategy.barrier("cams written")  # every rank's meta files exist before the index is read
+    # Every rank's meta files exist before the index is read. (Nothing to do: no loop, no process group,
+    # and each rank may take itself for rank 0; they then write the same index, atomically.)
+    trainer.strategy.barrier("cams written")
     return write_index(out, manifest) if trainer.is_global_zero else read_index_rows(out, manifest)
 
 
