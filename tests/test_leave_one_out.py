@@ -53,4 +53,4 @@ def test_pooled_evaluation_names_unfinished_folds(tmp_path, capsys):
     from medseg_weak.rundir import RunDir
 
     with pytest.raises(InputError, match="H2, H3"):
-        evaluate_folds(RunDir(tmp_path), ["H2", "H3"], ["A", "D"])
+        evaluate_folds(RunDir(tmp_path), ["H2", "H3"], ["A", "D"], tmp_path / "eval")
