@@ -139,11 +139,12 @@ def evaluate(run: str | Path, overrides: Sequence[str] = (), *, progress: bool =
     c = run_config(run, overrides)
     domains = root.held_out_domains()
     if domains is None:
-        return run_plan(c, root, [EvalStage(c)], progress=progress, redo=["eval"]).results["eval"]  # type: ignore[return-value]
+        outcome = run_plan(c, root, [EvalStage(c)], progress=progress, redo=["eval"], allow=("eval",))
+        return outcome.results["eval"]  # type: ignore[return-value]
     for domain in domains:
         fold = root.fold(domain)
         fold_cfg = run_config(fold.root, overrides)
-        run_plan(fold_cfg, fold, [EvalStage(fold_cfg)], progress=progress, redo=["eval"])
+        run_plan(fold_cfg, fold, [EvalStage(fold_cfg)], progress=progress, redo=["eval"], allow=("eval",))
     labels = list(data_summary(c).labels)
     runner = Runner(c, root, progress=progress, redo=["eval"])
     return runner.execute([PooledEvalStage(root, domains, labels)], None)["eval"]  # type: ignore[return-value]

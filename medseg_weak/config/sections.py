@@ -324,9 +324,18 @@ class CamConfig(_Checked):
     batch_size: int = 32
     aug_smooth: bool = False  # test-time augmentation smoothing (flips, scales)
     mask: MaskRule = field(default_factory=MaskRule)
+    # Where Lightning's predict loop runs (outputs do not depend on it: not in the stage fingerprint).
+    # e.g. accelerator=gpu devices=4 strategy=ddp: four ranks, each writing its own images' files.
+    accelerator: str = "auto"
+    devices: str = "auto"  # per node
+    strategy: str = "auto"
+    num_nodes: int = 1
+
+    PLACEMENT: ClassVar[tuple[str, ...]] = ("accelerator", "devices", "strategy", "num_nodes")
 
     def __post_init__(self) -> None:
         self._at_least("batch_size", 1)
+        self._at_least("num_nodes", 1)
 
 
 @dataclass(frozen=True)
@@ -421,6 +430,23 @@ class SegmenterConfig(_Checked):
 
 
 @dataclass(frozen=True)
+class EvalConfig(_Checked):
+    """Stage 4: scoring the test images. Only where and how Lightning's predict loop runs the
+    segmenters: the scores do not depend on it, so the eval stage's fingerprint leaves it out."""
+
+    KEY: ClassVar[str] = "eval"
+    batch_size: int = 8
+    accelerator: str = "auto"
+    devices: str = "auto"  # per node
+    strategy: str = "auto"
+    num_nodes: int = 1
+
+    def __post_init__(self) -> None:
+        self._at_least("batch_size", 1)
+        self._at_least("num_nodes", 1)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole run. Each stage reads its own section."""
 
@@ -432,3 +458,4 @@ class Config:
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     cams: CamConfig = field(default_factory=CamConfig)
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)

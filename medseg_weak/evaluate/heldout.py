@@ -4,6 +4,8 @@ This table answers the method's central question: does a segmenter trained on CA
 the pseudo-masks themselves, and how far is it from a segmenter trained on real masks (the oracle)?
 Scores are computed in the model's geometry (the preprocessed, canonically flipped image), per image,
 then aggregated per hospital and per density class (mean ± SE), with the worst and best cases by id.
+The segmenters run in Lightning's predict loop, so DDP ranks score disjoint images; rank 0 gathers
+the rows and writes the tables.
 """
 
 from __future__ import annotations
@@ -13,10 +15,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
+from torch import nn
+from torch.utils.data import DataLoader
 
 from medseg_weak.config import Config
-from medseg_weak.data.manifest import Manifest
+from medseg_weak.core.predict_loop import gather_to_rank_zero, predict_trainer
+from medseg_weak.data.manifest import Manifest, Record
 from medseg_weak.errors import InputError
 from medseg_weak.evaluate.metrics import segmentation_metrics
 from medseg_weak.io_utils import atomic_write_text
@@ -29,12 +35,12 @@ METRICS = ("dice", "iou", "hd95")  # tabled; per_image.csv also holds ASSD
 SCORES = (*METRICS, "assd")
 
 
-@torch.no_grad()
 def evaluate_heldout(
     cfg: Config, manifest: Manifest, run: RunDir, checkpoints: dict[str, Path], out: Path
 ) -> list[dict[str, Any]]:
     """Score every test image with the CAM pseudo-masks and each segmenter of ``checkpoints``
-    ({method name: checkpoint}); write the tables into ``out``; return the rows."""
+    ({method name: checkpoint}) through Lightning's predict loop on ``eval.accelerator`` /
+    ``eval.devices`` / ``eval.strategy``; write the tables into ``out``; return the rows."""
     data = split_dataset(cfg, manifest, run, "test", "cams")
     if any(r.mask_path == "" for r in data.base.records):
         raise InputError(manifest.source, "evaluate needs ground-truth masks (mask_path) for the test images")
@@ -42,23 +48,53 @@ def evaluate_heldout(
         name: SegmenterModule.load_from_checkpoint(path, map_location="cpu", weights_only=False).eval()
         for name, path in checkpoints.items()
     }
-    rows = []
-    for i in range(len(data)):
-        item = data[i]
-        record = data.base.records[i]
-        region = item["region"].numpy()
-        truth = item["mask"].numpy() > 0
-        preds = {"cam": item["target"].numpy() == 1}
-        for name, model in models.items():
-            probs = torch.sigmoid(model(item["image"][None]))[0, 0].numpy()
-            preds[name] = (probs >= 0.5) & region
-        for method, pred in preds.items():
-            scores = segmentation_metrics(pred, truth)
-            rows.append(
-                {"id": record.id, "domain": record.domain, "label": record.label, "method": method, **scores}
-            )
-    write_tables(rows, out, list(manifest.labels), scope=_scope(cfg))
-    return rows
+    e = cfg.eval
+    scorer = HeldoutScorer(models, data.base.records, out, list(manifest.labels), _scope(cfg))
+    loader = DataLoader(data, batch_size=e.batch_size, num_workers=cfg.data.num_workers)
+    trainer = predict_trainer(e, default_root_dir=out)
+    trainer.predict(scorer, loader, return_predictions=False)
+    trainer.strategy.barrier("evaluation written")
+    return read_per_image(out / "per_image.csv")
+
+
+class HeldoutScorer(L.LightningModule):
+    """``predict_step``: one batch of test images scored by every method; at the end of the loop the
+    ranks' rows are gathered on rank 0, put back in data set order, and tabled there."""
+
+    def __init__(
+        self, models: dict[str, nn.Module], records: list[Record], out: Path, labels: list[str], scope: str
+    ) -> None:
+        super().__init__()
+        self.segmenters = nn.ModuleDict(models)  # a ModuleDict, so that the loop moves them to the device
+        self.records = records
+        self.out = out
+        self.labels = labels
+        self.scope = scope
+        self.scored: list[tuple[int, list[dict[str, Any]]]] = []  # (position, rows), this rank's images
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> int:
+        images = batch["image"]
+        probs = {name: torch.sigmoid(model(images))[:, 0].cpu() for name, model in self.segmenters.items()}
+        for k, position in enumerate(batch["index"].tolist()):
+            record = self.records[position]
+            region = batch["region"][k].cpu().numpy()
+            truth = batch["mask"][k].cpu().numpy() > 0
+            preds = {"cam": batch["target"][k].cpu().numpy() == 1}
+            preds.update({name: (p[k].numpy() >= 0.5) & region for name, p in probs.items()})
+            rows = [
+                {"id": record.id, "domain": record.domain, "label": record.label, "method": method}
+                | segmentation_metrics(pred, truth)
+                for method, pred in preds.items()
+            ]
+            self.scored.append((position, rows))
+        return len(batch["index"])
+
+    def on_predict_end(self) -> None:
+        gathered = gather_to_rank_zero(self.scored)
+        if gathered is None:
+            return
+        scored = sorted((item for rank in gathered for item in rank), key=lambda item: item[0])
+        write_tables([row for _, rows in scored for row in rows], self.out, self.labels, scope=self.scope)
 
 
 def _scope(cfg: Config) -> str:

@@ -1,10 +1,12 @@
 """CAMs over a data set -> files: per image a float16 CAM, a uint8 pseudo-mask and an overlay PNG.
 
-Streaming and resumable: images are processed in batches and each image's files are written
-atomically, its ``meta/<id>.json`` last, so an image with a meta file is complete; an interrupted run
-rerun with the same command skips those and ends with the same bytes as an uninterrupted one.
-``--shard i/n`` splits the images between processes, each writing only its own files; the index is
-assembled from the meta files.
+Generation is ``trainer.predict`` of :class:`CamWriter`, so Lightning's strategy decides where it runs
+(one process, or DDP over GPUs and nodes: each rank explains and writes only the images its sampler
+hands it, none twice; see :mod:`medseg_weak.core.predict_loop`). Streaming and resumable: each
+image's files are written atomically, its ``meta/<id>.json`` last, so an image with a meta file is
+complete; an interrupted run rerun with the same command skips those and ends with the same bytes as
+an uninterrupted one. ``--shard i/n`` (scheduler job arrays) gives the loop a subset of the images;
+after the loop rank 0 assembles ``index.csv`` from the meta files of every shard and rank.
 """
 
 from __future__ import annotations
@@ -18,13 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import numpy as np
 import torch
 from PIL import Image as PILImage
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
 from medseg_weak.classify.module import ClassifierModule
 from medseg_weak.config import CamConfig, Config
 from medseg_weak.core.overlap import pseudo_mask_overlap, saliency_scores
+from medseg_weak.core.predict_loop import predict_trainer, runs_in_one_process
 from medseg_weak.data.dataset import PreprocessedDataset, preprocessed_from_cache
 from medseg_weak.data.manifest import Manifest, Record
 from medseg_weak.data.prepare import open_cache
@@ -113,47 +119,136 @@ def generate_cams(
     shard: Shard = Shard(),
     evaluate: bool = False,
     progress: Callable[[int], None] | None = None,
-    device: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Write CAMs, pseudo-masks and overlays for every image of ``manifest`` this shard owns.
+    """Write CAMs, pseudo-masks and overlays for every image of ``manifest`` this shard owns, through
+    Lightning's predict loop on ``cams.accelerator`` / ``cams.devices`` / ``cams.strategy``.
 
-    Returns the rows of ``index.csv`` (all shards' meta files found so far)."""
+    Returns the rows of ``index.csv`` (all shards' and ranks' meta files found so far)."""
     module = load_classifier(checkpoint)
     labels = module.labels
     target = target_index(cfg.cams, labels)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = module.model.to(device).eval()
-    layer = cfg.cams.layer
-    if layer not in model.cam_layers():
-        raise ConfigError(f"'cams.layer' is '{layer}'; valid: {', '.join(model.cam_layers())}")
+    if cfg.cams.layer not in module.model.cam_layers():
+        raise ConfigError(
+            f"'cams.layer' is '{cfg.cams.layer}'; valid: {', '.join(module.model.cam_layers())}"
+        )
     cache = open_cache(cfg, RunDir(out.parent))
     dataset = PreprocessedDataset(manifest, cfg.data.kind, cfg.data.image_size, cache)
-    todo = [i for i, r in enumerate(dataset.records) if shard.owns(i) and not _done(out, r)]
+    c = cfg.cams
+    trainer = predict_trainer(c, default_root_dir=out)
+    owned = [i for i in range(len(dataset)) if shard.owns(i)]
+    todo = [i for i in owned if not _done(out, dataset.records[i])]
+    # All ranks must split the same list, so none may write before every rank has listed: the ranks'
+    # rendezvous in trainer.predict ensures it, or this barrier when a process group already exists
+    # (the classifier trained under DDP in the same processes).
+    trainer.strategy.barrier("cams listed")
     if progress is not None:
-        progress(len([i for i in range(len(dataset)) if shard.owns(i)]) - len(todo))
-    for start in range(0, len(todo), cfg.cams.batch_size):
-        chunk = todo[start : start + cfg.cams.batch_size]
-        loaded = [dataset.load(i) for i in chunk]
-        images = torch.stack([dataset.item(i, a)["image"] for i, (a, _) in zip(chunk, loaded)]).to(device)
-        cams = (
-            compute_cams(
-                model,
-                images,
-                target_layer=layer,
-                method=cfg.cams.method,
-                targets=target,
-                batch_size=cfg.cams.batch_size,
-                aug_smooth=cfg.cams.aug_smooth,
-            )
-            .float()
-            .cpu()
-            .numpy()
+        progress(len(owned) - len(todo))
+        if runs_in_one_process(trainer):  # a terminal bar cannot follow the loop into spawned ranks
+            trainer.callbacks.append(_Advance(progress))
+    if todo:
+        loader = DataLoader(
+            _CamItems(dataset, todo),
+            batch_size=c.batch_size,
+            num_workers=cfg.data.num_workers,
+            collate_fn=_collate,
         )
-        for i, (arrays, geometry), cam in zip(chunk, loaded, cams):
-            _write_image_outputs(out, cfg.cams, dataset.records[i], arrays, geometry, cam, labels, evaluate)
-            if progress is not None:
-                progress(1)
-    return write_index(out, manifest)
+        writer = CamWriter(module.model, c, target, labels, dataset.records, out, evaluate)
+        trainer.predict(writer, loader, return_predictions=False)
+    # Every rank's meta files exist before the index is read. (Nothing to do: no loop, no process group,
+    # and each rank may take itself for rank 0; they then write the same index, atomically.)
+    trainer.strategy.barrier("cams written")
+    return write_index(out, manifest) if trainer.is_global_zero else read_index_rows(out, manifest)
+
+
+class CamWriter(L.LightningModule):
+    """``predict_step``: the batch's CAMs, and each image's files written (meta file last).
+
+    Holds the classifier's network only (not its training module), so the loop places and moves
+    nothing but what CAMs need."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        cam_cfg: CamConfig,
+        target: int | None,
+        labels: list[str],
+        records: list[Record],
+        out: Path,
+        evaluate: bool,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.cam_cfg = cam_cfg
+        self.target = target
+        self.labels = labels
+        self.records = records
+        self.out = out
+        self.evaluate = evaluate
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> int:
+        """Returns the number of images written (with ``return_predictions=False`` nothing is kept)."""
+        c = self.cam_cfg
+        with torch.enable_grad():  # the loop runs under no_grad; Grad-CAM differentiates the score
+            cams = compute_cams(
+                self.model,
+                batch["image"],
+                target_layer=c.layer,
+                method=c.method,
+                targets=self.target,
+                batch_size=c.batch_size,
+                aug_smooth=c.aug_smooth,
+            )
+        for i, arrays, geometry, cam in zip(
+            batch["position"], batch["arrays"], batch["geometry"], cams.float().cpu().numpy()
+        ):
+            _write_image_outputs(
+                self.out, c, self.records[i], arrays, geometry, cam, self.labels, self.evaluate
+            )
+        return len(batch["position"])
+
+
+class _CamItems(Dataset):
+    """The images still to explain (positions in the manifest), with the arrays and geometry that
+    writing their files in original geometry needs, loaded once."""
+
+    def __init__(self, dataset: PreprocessedDataset, positions: list[int]) -> None:
+        self.dataset = dataset
+        self.positions = positions
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, k: int) -> dict[str, Any]:
+        i = self.positions[k]
+        arrays, geometry = self.dataset.load(i)
+        image = self.dataset.item(i, arrays)["image"]
+        return {"image": image, "position": i, "arrays": arrays, "geometry": geometry}
+
+
+def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Images stacked; positions, arrays and geometry kept per image (the loop moves only tensors)."""
+    return {
+        "image": torch.stack([it["image"] for it in items]),
+        **{key: [it[key] for it in items] for key in ("position", "arrays", "geometry")},
+    }
+
+
+class _Advance(L.Callback):
+    """The caller's progress bar, advanced by the images of each finished batch."""
+
+    def __init__(self, advance: Callable[[int], None]) -> None:
+        self.advance = advance
+
+    def on_predict_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self.advance(outputs)
 
 
 def _done(out: Path, record: Record) -> bool:
@@ -235,14 +330,24 @@ def _png(array: np.ndarray) -> bytes:
 
 def write_index(out: Path, manifest: Manifest) -> list[dict[str, Any]]:
     """Assemble index.csv from every meta file present, in manifest order (whatever shard wrote it)."""
+    rows = read_index_rows(out, manifest)
+    write_index_rows(out, rows)
+    return rows
+
+
+def read_index_rows(out: Path, manifest: Manifest) -> list[dict[str, Any]]:
+    """The meta file of every finished image, in manifest order."""
     rows = []
     for record in manifest.records:
         meta = out / "meta" / f"{record.id}.json"
         if meta.is_file():
             rows.append(json.loads(meta.read_text()))
+    return rows
+
+
+def write_index_rows(out: Path, rows: list[dict[str, Any]]) -> None:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=INDEX_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(out / "index.csv", buf.getvalue())
-    return rows

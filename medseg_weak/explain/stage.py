@@ -1,8 +1,9 @@
 """The CAM stage: optional selection of method/layer/threshold, generation, quality tables.
 
 Lifecycle (skip, resume, refuse, upstream digests) is the runner's (``medseg_weak.stages``);
-generation itself resumes image by image (``explain.generate``), and ``shard`` lets several
-processes share one folder: the stage completes when the last image is written.
+generation itself resumes image by image and runs on Lightning's strategy (``explain.generate``), and
+``shard`` lets several scheduler tasks share one folder: the stage completes when the last image is
+written.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medseg_weak.config import Config
+from medseg_weak.config import CamConfig, Config
 from medseg_weak.errors import ConfigError
 from medseg_weak.stages import DataSummary, Stage, StageContext, StageResult, files_digest, stage_config
 from medseg_weak.tables import Table
@@ -92,6 +93,8 @@ class CamsStage(Stage):
     def fingerprint(self, cfg: Config) -> dict[str, Any]:
         relevant = {**stage_config(cfg, "cams", "data"), "select": self.select, "evaluate": self.evaluate}
         relevant.pop("seed")  # CAMs are a deterministic function of the classifier and the images
+        for key in CamConfig.PLACEMENT:  # where the loop runs; the files are the same bytes anywhere
+            relevant["cams"].pop(key)
         if self.checkpoint is not None:
             relevant["classifier_sha256"] = files_digest([self.checkpoint])
         return relevant
