@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from medseg_weak.evaluate.stage import EvalResult
     from medseg_weak.explain.stage import CamsResult
     from medseg_weak.pipeline import RunOutcome
+    from medseg_weak.report.stage import ReportResult
     from medseg_weak.segment.stage import SegmenterResult
 
 ConfigLike = Config | str | Path | None
@@ -165,3 +166,21 @@ def run_pipeline(
     if leave_one_out:
         return run_leave_one_out(c, leave_one_out_dir(c, run_dir), force=force, progress=progress)
     return run_plan(c, _run(c, run_dir), force=force, progress=progress)
+
+
+def report(run: str | Path, *, progress: bool = True) -> ReportResult:
+    """Write ``<run>/report/index.html``: one static page of every finished stage of the run (a
+    leave-one-out run: the pooled table and a part per fold); rewritten on every call, with the
+    gallery's pictures taken from the cache where nothing they show has changed."""
+    from medseg_weak.data.prepare import resolve_manifest
+    from medseg_weak.pipeline import run_plan
+    from medseg_weak.report.stage import ReportStage, finished_stages
+    from medseg_weak.stages import Runner
+
+    root = RunDir(Path(run))
+    c = run_config(run)
+    stage = ReportStage(finished_stages(root))
+    if root.held_out_domains() is None:
+        return run_plan(c, root, [stage], progress=progress, redo=["report"]).results["report"]  # type: ignore[return-value]
+    runner = Runner(c, root, progress=progress, redo=["report"])
+    return runner.execute([stage], resolve_manifest(c, root))["report"]  # type: ignore[return-value]

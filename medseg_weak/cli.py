@@ -167,6 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("--force", action="store_true", help="discard stage outputs made by a different config")
     _common(pipe)
     pipe.set_defaults(func=cmd_pipeline)
+
+    rep = verbs.add_parser("report", help="write <run>/report/index.html: one static page of the whole run")
+    rep.add_argument("--run", type=Path, required=True, help="run directory made by `medseg-weak pipeline`")
+    _common(rep)
+    rep.set_defaults(func=cmd_report)
     return parser
 
 
@@ -392,6 +397,17 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     summary = outcome.run.stage("eval") / "dice_by_hospital.md"
     if summary.is_file():  # the method's central question, answered where the user is looking
         console.print(summary.read_text(), markup=False, highlight=False)
+    page = outcome.run.stage("report") / "index.html"
+    if page.is_file():
+        console.print(f"report: {page}", markup=False, highlight=False)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import medseg_weak as mw
+
+    result = mw.report(args.run, progress=not args.quiet)
+    console.print(f"report: {result.page}", markup=False, highlight=False)
     return 0
 
 

@@ -71,16 +71,18 @@ def prepare_config(cfg: Config) -> Config:
 
 
 def pipeline_plan(cfg: Config, has_truth: bool) -> list[Stage]:
-    """classifier -> cams -> segmenter (+ self-training rounds) [-> oracle -> eval, with ground truth]."""
+    """classifier -> cams -> segmenter (+ self-training rounds) [-> oracle -> eval, with ground truth]
+    -> report (the page of everything before it)."""
     from medseg_weak.classify.stage import ClassifierStage
     from medseg_weak.evaluate.stage import EvalStage
     from medseg_weak.explain.stage import CamsStage
+    from medseg_weak.report.stage import ReportStage
     from medseg_weak.segment.stage import SegmenterStage, segmenter_stages
 
     plan: list[Stage] = [ClassifierStage(), CamsStage(evaluate=has_truth), *segmenter_stages(cfg)]
     if has_truth:
         plan += [SegmenterStage("truth"), EvalStage(cfg)]
-    return plan
+    return [*plan, ReportStage([s.name for s in plan])]
 
 
 def run_plan(
@@ -139,6 +141,7 @@ def run_leave_one_out(
     """Hold out each hospital in turn (a whole pipeline per fold); pool the held-out evaluations."""
     from medseg_weak.data.prepare import resolve_manifest, split_manifest
     from medseg_weak.evaluate.stage import PooledEvalStage
+    from medseg_weak.report.stage import ReportStage
 
     cfg = prepare_config(cfg)
     if cfg.data.test_domain:
@@ -171,7 +174,8 @@ def run_leave_one_out(
         outcome.folds[domain] = RunOutcome(fold, results, dict(runner.timings))
     if summary.has_truth:
         pooled = Runner(cfg, run, force=force, progress=progress, redo=redo)
-        outcome.results = pooled.execute([PooledEvalStage(run, domains, list(full.labels))], full)
+        pooled_eval = PooledEvalStage(run, domains, list(full.labels))
+        outcome.results = pooled.execute([pooled_eval, ReportStage(["eval"])], full)
         outcome.timings.update(pooled.timings)
     atomic_write_text(
         run.root / "timings.json",
