@@ -171,16 +171,14 @@ def run_pipeline(
 def report(run: str | Path, *, progress: bool = True) -> ReportResult:
     """Write ``<run>/report/index.html``: one static page of every finished stage of the run (a
     leave-one-out run: the pooled table and a part per fold); rewritten on every call, with the
-    gallery's pictures taken from the cache where nothing they show has changed."""
-    from medseg_weak.data.prepare import resolve_manifest
-    from medseg_weak.pipeline import run_plan
+    gallery's pictures taken from the cache where nothing they show has changed. The run's
+    config.yaml and env.json are read, not rewritten: they describe how the run was made."""
+    from medseg_weak.data.prepare import prepare, resolve_manifest
     from medseg_weak.report.stage import ReportStage, finished_stages
     from medseg_weak.stages import Runner
 
     root = RunDir(Path(run))
     c = run_config(run)
-    stage = ReportStage(finished_stages(root))
-    if root.held_out_domains() is None:
-        return run_plan(c, root, [stage], progress=progress, redo=["report"]).results["report"]  # type: ignore[return-value]
+    manifest = prepare(c, root) if root.held_out_domains() is None else resolve_manifest(c, root)
     runner = Runner(c, root, progress=progress, redo=["report"])
-    return runner.execute([stage], resolve_manifest(c, root))["report"]  # type: ignore[return-value]
+    return runner.execute([ReportStage(finished_stages(root))], manifest)["report"]  # type: ignore[return-value]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from importlib import metadata
 from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
@@ -28,6 +29,13 @@ def environment() -> Environment:
     )
 
 
+def _version() -> str:
+    try:
+        return metadata.version("medseg-weak")
+    except metadata.PackageNotFoundError:  # a source tree that was never installed
+        return "(not installed)"
+
+
 def build_sections(ctx: ReportContext) -> list[Section]:
     sections = []
     for build in SECTIONS:
@@ -41,8 +49,6 @@ def build_sections(ctx: ReportContext) -> list[Section]:
 
 def write_page(ctx: ReportContext, title: str) -> Path:
     """Build every section of ``ctx``'s run and write ``<out>/index.html``; return its path."""
-    from medseg_weak import __version__
-
     start = time.perf_counter()
     ctx.out.mkdir(parents=True, exist_ok=True)
     sections = build_sections(ctx)
@@ -52,7 +58,7 @@ def write_page(ctx: ReportContext, title: str) -> Path:
         .render(
             title=title,
             sections=sections,
-            version=__version__,
+            version=_version(),
             seconds=f"{time.perf_counter() - start:.1f}",
         )
     )
