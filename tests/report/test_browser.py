@@ -1,6 +1,6 @@
 """The report as a person sees it: headless Chromium opens index.html from disk (Selenium), with no
 console error and no picture that failed to load; a gallery filter and a table sort work; a
-screenshot is saved (tests/report/screenshots/, or $REPORT_SCREENSHOT_DIR).
+screenshot is saved (into $REPORT_SCREENSHOT_DIR, else pytest's temporary folder; its path is printed).
 
 Needs the Debian packages chromium and chromium-driver (scripts/test.sh installs them when missing)
 and selenium (the dev extra); skipped, with the reason shown, where they are absent."""
@@ -18,7 +18,6 @@ pytestmark = pytest.mark.slow
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not installed (pip install -e .[dev])")
 CHROMEDRIVER = shutil.which("chromedriver")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-SCREENSHOTS = Path(os.environ.get("REPORT_SCREENSHOT_DIR", Path(__file__).parent / "screenshots"))
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +41,7 @@ def _visible_tiles(driver) -> list:
     return [t for t in driver.find_elements("css selector", "#gallery .tile") if t.is_displayed()]
 
 
-def test_report_opens_from_disk_filters_sorts_and_is_screenshotted(report_run: Path, browser):
+def test_report_opens_from_disk_filters_sorts_and_screenshots(report_run: Path, browser, tmp_path_factory):
     from selenium.webdriver.support.ui import Select
 
     page = (report_run / "report" / "index.html").resolve()
@@ -76,7 +75,9 @@ def test_report_opens_from_disk_filters_sorts_and_is_screenshotted(report_run: P
     values = [float(r.find_elements("css selector", "td")[-1].text) for r in rows]
     assert values == sorted(values, reverse=True) and values[0] == max(values)
 
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    folder = Path(os.environ.get("REPORT_SCREENSHOT_DIR") or tmp_path_factory.mktemp("screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
     browser.set_window_size(1400, 2400)
-    assert browser.save_screenshot(str(SCREENSHOTS / "report.png"))
+    assert browser.save_screenshot(str(folder / "report.png"))
+    print(f"screenshot: {folder / 'report.png'}")
     assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
