@@ -27,7 +27,7 @@ from medseg_weak.data.manifest import Manifest, Record
 from medseg_weak.errors import InputError
 from medseg_weak.io_utils import atomic_write_bytes
 
-RENDER_VERSION = 2  # bump when the drawing changes: cached pictures are keyed by it
+RENDER_VERSION = 3  # bump when the drawing changes: cached pictures are keyed by it
 MIN_SIDE = 256  # the shorter side of a full-size picture is at least this (upscaled when smaller)
 THUMB_SIDE = 128
 HEAT_OPACITY = 0.55  # at the CAM's maximum; the heat map fades out where the CAM is low
