@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import csv
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from medseg_weak.data.manifest import Record
 from medseg_weak.data.prepare import cache_dir
 from medseg_weak.report.context import ReportContext
-from medseg_weak.report.gallery import COLOURS, GalleryItem, render_gallery
+from medseg_weak.report.gallery import COLOURS, GalleryItem, Predictor, render_gallery
 from medseg_weak.report.views import Facts, Section, read_result_table
 
 SEGMENTER = "segmenter"  # the stage whose UNet draws the prediction contour
@@ -41,13 +45,23 @@ def image_scores(run_root: Path) -> dict[str, dict[str, Any]]:
 
 
 def gallery(ctx: ReportContext) -> Gallery:
-    predict, digest = None, ""
+    predict: Predictor | None = None
+    digest = ""
     state = ctx.run.read_state(SEGMENTER) if ctx.has(SEGMENTER) else None
     if state and state.get("best_checkpoint"):
-        from medseg_weak.report.predict import unet_predictor
-
         checkpoint = ctx.run.stage(SEGMENTER) / state["best_checkpoint"]
-        predict = unet_predictor(ctx.cfg, ctx.manifest, ctx.run, checkpoint)
+
+        @functools.cache
+        def model() -> Predictor:
+            # imported and loaded on the first picture not in the cache: importing the segmenter's
+            # stack (smp, timm, lightning) costs more than rewriting a cached page
+            from medseg_weak.report.predict import unet_predictor
+
+            return unet_predictor(ctx.cfg, ctx.manifest, ctx.run, checkpoint)
+
+        def predict(records: list[Record]) -> dict[str, np.ndarray]:
+            return model()(records)
+
         digest = str(state.get("digest", ""))
     items = render_gallery(
         ctx.manifest,
