@@ -63,5 +63,6 @@ def write_page(ctx: ReportContext, title: str) -> Path:
         )
     )
     path = atomic_write_text(ctx.out / "index.html", html)
+    path.chmod(0o644)  # the atomic write's temporary file is private; the page is meant to be shared
     log.info("report: %s (%s)", path, ", ".join(f"{k} {v:.1f} s" for k, v in ctx.timings.items()))
     return path
