@@ -12,6 +12,7 @@ from medseg_weak import evaluate as _evaluate_package
 from medseg_weak import report as _report_package
 from medseg_weak.api import (
     config,
+    inspect,
     make_cams,
     run_config,
     run_pipeline,
@@ -47,6 +48,7 @@ __all__ = [
     "__version__",
     "config",
     "evaluate",
+    "inspect",
     "make_cams",
     "report",
     "run_config",

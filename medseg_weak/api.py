@@ -182,3 +182,18 @@ def report(run: str | Path, *, progress: bool = True) -> ReportResult:
     manifest = prepare(c, root) if root.held_out_domains() is None else resolve_manifest(c, root)
     runner = Runner(c, root, progress=progress, redo=["report"])
     return runner.execute([ReportStage(finished_stages(root))], manifest)["report"]  # type: ignore[return-value]
+
+
+def inspect(
+    run: str | Path, ids: Sequence[str] = (), *, worst: int | None = None, hospital: str | None = None
+) -> Path:
+    """Write ``<run>/inspect/index.html``: the chosen images (``ids``; else the ``worst`` by
+    pseudo-mask Dice, of ``hospital`` if given) in layers with toggles; return the page's path."""
+    from medseg_weak.data.prepare import prepare
+    from medseg_weak.report.inspect import write_inspect
+
+    root = RunDir(Path(run))
+    if root.held_out_domains() is not None:
+        raise InputError(run, "a leave-one-out run: inspect one fold's run (folds/<hospital>)")
+    c = run_config(run)
+    return write_inspect(c, root, prepare(c, root), ids, worst, hospital)

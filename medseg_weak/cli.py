@@ -172,6 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--run", type=Path, required=True, help="run directory made by `medseg-weak pipeline`")
     _common(rep)
     rep.set_defaults(func=cmd_report)
+
+    ins = verbs.add_parser("inspect", help="write <run>/inspect/index.html: chosen images in toggled layers")
+    ins.add_argument("--run", type=Path, required=True, help="run directory made by `medseg-weak pipeline`")
+    ins.add_argument("--id", dest="ids", action="append", default=[], help="image id (repeatable)")
+    ins.add_argument("--worst", type=int, help="the N images with the lowest pseudo-mask Dice")
+    ins.add_argument("--hospital", help="only this hospital's images")
+    _common(ins)
+    ins.set_defaults(func=cmd_inspect)
     return parser
 
 
@@ -408,6 +416,14 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     result = mw.report(args.run, progress=not args.quiet)
     console.print(f"report: {result.page}", markup=False, highlight=False)
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    import medseg_weak as mw
+
+    page = mw.inspect(args.run, args.ids, worst=args.worst, hospital=args.hospital)
+    console.print(f"inspect: {page}", markup=False, highlight=False)
     return 0
 
 

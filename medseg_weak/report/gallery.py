@@ -31,7 +31,7 @@ RENDER_VERSION = 3  # bump when the drawing changes: cached pictures are keyed b
 MIN_SIDE = 256  # the shorter side of a full-size picture is at least this (upscaled when smaller)
 THUMB_SIDE = 128
 HEAT_OPACITY = 0.55  # at the CAM's maximum; the heat map fades out where the CAM is low
-_HEAT = colormaps["jet"](np.linspace(0, 1, 256))[:, :3].astype(np.float32)
+HEAT = colormaps["jet"](np.linspace(0, 1, 256))[:, :3].astype(np.float32)
 # contour colours (RGB), also shown in the page's legend
 COLOURS = {"pseudo-mask": (255, 255, 255), "truth": (0, 230, 0), "UNet": (255, 0, 255)}
 
@@ -72,11 +72,11 @@ def draw(
     scale = max(1.0, min_side / min(image.shape[:2]))
     shape = (round(image.shape[0] * scale), round(image.shape[1] * scale))
     if scale > 1:
-        image = _resize(image, shape, PILImage.Resampling.BILINEAR)
-        cam = _resize(cam, shape, PILImage.Resampling.BILINEAR)
+        image = resize_float(image, shape, PILImage.Resampling.BILINEAR)
+        cam = resize_float(cam, shape, PILImage.Resampling.BILINEAR)
     grey = image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=-1)
     cam = np.clip(cam, 0, 1)[..., None]
-    heat = _HEAT[(cam[..., 0] * 255).astype(np.uint8)]
+    heat = HEAT[(cam[..., 0] * 255).astype(np.uint8)]
     # unlike explain.overlay's uniform blend, the opacity follows the CAM so low-evidence tissue
     # stays readable in the original grey levels
     blend = (1 - HEAT_OPACITY * cam) * grey + HEAT_OPACITY * cam * heat
@@ -84,21 +84,21 @@ def draw(
     for name, mask in contours.items():
         if mask is not None:
             if scale > 1:
-                mask = _resize(mask.astype(np.float32), shape, PILImage.Resampling.NEAREST) > 0
+                mask = resize_float(mask.astype(np.float32), shape, PILImage.Resampling.NEAREST) > 0
             _contour(picture, mask, COLOURS[name])
     return picture
 
 
-def _resize(array: np.ndarray, shape: tuple[int, int], how: PILImage.Resampling) -> np.ndarray:
+def resize_float(array: np.ndarray, shape: tuple[int, int], how: PILImage.Resampling) -> np.ndarray:
     """Float arrays through PIL's 32-bit float mode, a channel at a time: several times faster than
     skimage's resize for the few hundred pictures of a gallery."""
     size = (shape[1], shape[0])
     if array.ndim == 3:
-        return np.stack([_resize(array[..., c], shape, how) for c in range(array.shape[2])], axis=-1)
+        return np.stack([resize_float(array[..., c], shape, how) for c in range(array.shape[2])], axis=-1)
     return np.asarray(PILImage.fromarray(array.astype(np.float32), mode="F").resize(size, how))
 
 
-def _png(picture: np.ndarray) -> bytes:
+def png_bytes(picture: np.ndarray) -> bytes:
     buf = io.BytesIO()
     PILImage.fromarray(picture).save(buf, format="PNG", optimize=False, compress_level=1)
     return buf.getvalue()
@@ -112,7 +112,7 @@ def _thumb(picture: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _read_mask(path: Path | None) -> np.ndarray | None:
+def read_mask(path: Path | None) -> np.ndarray | None:
     if path is None or not path.is_file():
         return None
     try:
@@ -155,8 +155,8 @@ def render_gallery(
         for r in chunk:
             pixels = read_image(manifest.image_path(r)).pixels
             cam = np.load(cams / "cam" / f"{r.id}.npy").astype(np.float32)
-            pseudo = _read_mask(cams / "mask" / f"{r.id}.png")
-            truth = _read_mask(manifest.mask_path(r))
+            pseudo = read_mask(cams / "mask" / f"{r.id}.png")
+            truth = read_mask(manifest.mask_path(r))
             contours = {
                 "pseudo-mask": None if pseudo is None else pseudo == 1,
                 "truth": None if truth is None else truth > 0,
@@ -164,7 +164,7 @@ def render_gallery(
             }
             picture = draw(pixels, cam, contours)
             atomic_write_bytes(cache / f"{keys[r.id]}.thumb.png", _thumb(picture))
-            atomic_write_bytes(cache / f"{keys[r.id]}.png", _png(picture))  # last: marks the entry done
+            atomic_write_bytes(cache / f"{keys[r.id]}.png", png_bytes(picture))  # last: marks the entry done
     items = []
     for folder in ("full", "thumb"):
         (out / folder).mkdir(parents=True, exist_ok=True)
