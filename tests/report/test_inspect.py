@@ -9,6 +9,7 @@ import pytest
 from medseg_weak.errors import InputError
 from tests.report.page import read_page
 
+
 @pytest.mark.slow  # the fixture trains a tiny pipeline
 def test_worst_images_of_a_hospital_in_layers(report_run: Path):
     from medseg_weak.cli import main
