@@ -91,9 +91,10 @@ def build(ctx: ReportContext) -> Section | None:
     cams = ctx.run.stage("cams")
     c = ctx.cfg.cams
     state = ctx.run.read_state("cams") or {}
+    refined = c.mask.refine not in (None, "", "none")
     facts = [
         ("CAM method", f"{c.method} on layer {c.layer}, target class {c.target}"),
-        ("mask rule", f"{c.mask.threshold}" + (f", refined by {c.mask.refine}" if c.mask.refine else "")),
+        ("mask rule", c.mask.threshold + (f", refined by {c.mask.refine}" if refined else "")),
         ("images", f"{state.get('images', '?')} ({state.get('degenerate', 0)} degenerate CAMs)"),
     ]
     blocks: list[Any] = [Facts(facts)]
