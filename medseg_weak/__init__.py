@@ -1,16 +1,18 @@
 """medseg-weak: weakly supervised medical image segmentation from image-level labels.
 
 ``import medseg_weak as mw`` gives one typed function per stage (``mw.train_classifier``,
-``mw.make_cams``, ``mw.train_segmenter``, ``mw.evaluate``, ``mw.run_pipeline``) and ``mw.config``
-to build a config; importing the package does not import torch.
+``mw.make_cams``, ``mw.train_segmenter``, ``mw.evaluate``, ``mw.run_pipeline``, ``mw.report``) and
+``mw.config`` to build a config; importing the package does not import torch.
 """
 
 import types
 from typing import Any
 
 from medseg_weak import evaluate as _evaluate_package
+from medseg_weak import report as _report_package
 from medseg_weak.api import (
     config,
+    inspect,
     make_cams,
     run_config,
     run_pipeline,
@@ -23,18 +25,21 @@ __version__ = "0.1.0"
 
 
 class _CallableModule(types.ModuleType):
-    """``mw.evaluate(run)`` is the API function and ``medseg_weak.evaluate`` the package of metrics:
-    Python binds the package to the attribute ``medseg_weak.evaluate`` whenever it is imported, so
-    the package forwards calls to :func:`medseg_weak.api.evaluate` instead of shadowing it."""
+    """``mw.evaluate(run)`` is the API function and ``medseg_weak.evaluate`` the package of metrics
+    (likewise ``mw.report`` and ``medseg_weak.report``): Python binds the package to the attribute
+    ``medseg_weak.<name>`` whenever it is imported, so the package forwards calls to
+    ``medseg_weak.api.<name>`` instead of shadowing it."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from medseg_weak.api import evaluate as evaluate_run
+        from medseg_weak import api
 
-        return evaluate_run(*args, **kwargs)
+        return getattr(api, self.__name__.rsplit(".", 1)[-1])(*args, **kwargs)
 
 
 _evaluate_package.__class__ = _CallableModule
+_report_package.__class__ = _CallableModule
 evaluate = _evaluate_package
+report = _report_package
 
 __all__ = [
     "ConfigError",
@@ -43,7 +48,9 @@ __all__ = [
     "__version__",
     "config",
     "evaluate",
+    "inspect",
     "make_cams",
+    "report",
     "run_config",
     "run_pipeline",
     "train_classifier",

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from medseg_weak.evaluate.stage import EvalResult
     from medseg_weak.explain.stage import CamsResult
     from medseg_weak.pipeline import RunOutcome
+    from medseg_weak.report.stage import ReportResult
     from medseg_weak.segment.stage import SegmenterResult
 
 ConfigLike = Config | str | Path | None
@@ -169,3 +170,34 @@ def run_pipeline(
     if leave_one_out:
         return run_leave_one_out(c, leave_one_out_dir(c, run_dir), force=force, progress=progress)
     return run_plan(c, _run(c, run_dir), force=force, progress=progress)
+
+
+def report(run: str | Path, *, progress: bool = True) -> ReportResult:
+    """Write ``<run>/report/index.html``: one static page of every finished stage of the run (a
+    leave-one-out run: the pooled table and a part per fold); rewritten on every call, with the
+    gallery's pictures taken from the cache where nothing they show has changed. The run's
+    config.yaml and env.json are read, not rewritten: they describe how the run was made."""
+    from medseg_weak.data.prepare import prepare, resolve_manifest
+    from medseg_weak.report.stage import ReportStage, finished_stages
+    from medseg_weak.stages import Runner
+
+    root = RunDir(Path(run))
+    c = run_config(run)
+    manifest = prepare(c, root) if root.held_out_domains() is None else resolve_manifest(c, root)
+    runner = Runner(c, root, progress=progress, redo=["report"])
+    return runner.execute([ReportStage(finished_stages(root))], manifest)["report"]  # type: ignore[return-value]
+
+
+def inspect(
+    run: str | Path, ids: Sequence[str] = (), *, worst: int | None = None, hospital: str | None = None
+) -> Path:
+    """Write ``<run>/inspect/index.html``: the chosen images (``ids``; else the ``worst`` by
+    pseudo-mask Dice, of ``hospital`` if given) in layers with toggles; return the page's path."""
+    from medseg_weak.data.prepare import prepare
+    from medseg_weak.report.inspect import write_inspect
+
+    root = RunDir(Path(run))
+    if root.held_out_domains() is not None:
+        raise InputError(run, "a leave-one-out run: inspect one fold's run (folds/<hospital>)")
+    c = run_config(run)
+    return write_inspect(c, root, prepare(c, root), ids, worst, hospital)

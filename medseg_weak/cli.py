@@ -188,6 +188,19 @@ def build_parser() -> argparse.ArgumentParser:
     pipe.add_argument("--force", action="store_true", help="discard stage outputs made by a different config")
     _common(pipe)
     pipe.set_defaults(func=cmd_pipeline)
+
+    rep = verbs.add_parser("report", help="write <run>/report/index.html: one static page of the whole run")
+    rep.add_argument("--run", type=Path, required=True, help="run directory made by `medseg-weak pipeline`")
+    _common(rep)
+    rep.set_defaults(func=cmd_report)
+
+    ins = verbs.add_parser("inspect", help="write <run>/inspect/index.html: chosen images in toggled layers")
+    ins.add_argument("--run", type=Path, required=True, help="run directory made by `medseg-weak pipeline`")
+    ins.add_argument("--id", dest="ids", action="append", default=[], help="image id (repeatable)")
+    ins.add_argument("--worst", type=int, help="the N images with the lowest pseudo-mask Dice")
+    ins.add_argument("--hospital", help="only this hospital's images")
+    _common(ins)
+    ins.set_defaults(func=cmd_inspect)
     return parser
 
 
@@ -470,6 +483,25 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     summary = outcome.run.stage("eval") / "dice_by_hospital.md"
     if summary.is_file():  # the method's central question, answered where the user is looking
         console.print(summary.read_text(), markup=False, highlight=False)
+    page = outcome.run.stage("report") / "index.html"
+    if page.is_file():
+        console.print(f"report: {page}", markup=False, highlight=False)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import medseg_weak as mw
+
+    result = mw.report(args.run, progress=not args.quiet)
+    console.print(f"report: {result.page}", markup=False, highlight=False)
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    import medseg_weak as mw
+
+    page = mw.inspect(args.run, args.ids, worst=args.worst, hospital=args.hospital)
+    console.print(f"inspect: {page}", markup=False, highlight=False)
     return 0
 
 

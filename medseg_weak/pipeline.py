@@ -73,16 +73,18 @@ def prepare_config(cfg: Config) -> Config:
 
 
 def pipeline_plan(cfg: Config, has_truth: bool) -> list[Stage]:
-    """classifier -> cams -> segmenter (+ self-training rounds) [-> oracle -> eval, with ground truth]."""
+    """classifier -> cams -> segmenter (+ self-training rounds) [-> oracle -> eval, with ground truth]
+    -> report (the page of everything before it)."""
     from medseg_weak.classify.stage import ClassifierStage
     from medseg_weak.evaluate.stage import EvalStage
     from medseg_weak.explain.stage import CamsStage
+    from medseg_weak.report.stage import ReportStage
     from medseg_weak.segment.stage import SegmenterStage, segmenter_stages
 
     plan: list[Stage] = [ClassifierStage(), CamsStage(evaluate=has_truth), *segmenter_stages(cfg)]
     if has_truth:
         plan += [SegmenterStage("truth"), EvalStage(cfg)]
-    return plan
+    return [*plan, ReportStage([s.name for s in plan])]
 
 
 def run_plan(
@@ -165,6 +167,7 @@ def _leave_one_out(
 ) -> RunOutcome:
     from medseg_weak.data.prepare import resolve_manifest, split_manifest
     from medseg_weak.evaluate.stage import PooledEvalStage
+    from medseg_weak.report.stage import ReportStage
 
     begin = time.perf_counter()
     run.write_provenance(cfg, force=force)
@@ -183,7 +186,8 @@ def _leave_one_out(
         outcome.folds[domain] = RunOutcome(fold, results, dict(runner.timings))
     if summary.has_truth:
         pooled = Runner(cfg, run, force=force, progress=progress, redo=redo)
-        outcome.results = pooled.execute([PooledEvalStage(run, domains, list(full.labels))], full)
+        pooled_eval = PooledEvalStage(run, domains, list(full.labels))
+        outcome.results = pooled.execute([pooled_eval, ReportStage(["eval"])], full)
         outcome.timings.update(pooled.timings)
     atomic_write_text(
         run.root / "timings.json",

@@ -183,6 +183,7 @@ class Runner:
             start = time.perf_counter()
             result = self._run_one(stage, manifest)
             self.timings[stage.name] = round(time.perf_counter() - start, 2)
+            self.write_timings()  # after each stage: later ones (the report) and interrupted runs see it
             results[stage.name] = result
             if not result.complete:
                 log.info("%s: partial (this process's share is done); later stages wait", stage.name)

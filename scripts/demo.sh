@@ -17,3 +17,5 @@ medseg-weak synth fundus --out "$out/fundus" --n-per-hospital 12 --hospitals 3 -
 medseg-weak data check "$out/fundus/manifest.csv"
 medseg-weak data preview "$out/fundus/manifest.csv" --out "$out/preview_fundus.png" --set data.kind=fundus
 echo "demo done: previews in $out/, classifier metrics in $out/classifier/, CAM overlays in $out/cams/overlay/, held-out tables in $out/eval/"
+medseg-weak report --run "$out" -q   # the page again, now with the fundus preview too (overlays come from the cache)
+echo "open the report: $PWD/$out/report/index.html"

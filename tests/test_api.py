@@ -23,7 +23,7 @@ TINY = [
 def test_api_end_to_end(synth_mammo, tmp_path):
     cfg = mw.config(None, [f"data.manifest={synth_mammo}", f"runs_dir={tmp_path}", *TINY])
     outcome = mw.run_pipeline(cfg, test_domain="H3")
-    assert list(outcome.timings) == ["data", "classifier", "cams", "segmenter", "oracle", "eval"]
+    assert list(outcome.timings) == ["data", "classifier", "cams", "segmenter", "oracle", "eval", "report"]
     clf, cams, seg, ev = (outcome.results[n] for n in ("classifier", "cams", "segmenter", "eval"))
     assert isinstance(clf, ClassifierResult) and isinstance(cams, CamsResult)
     assert isinstance(seg, SegmenterResult) and isinstance(ev, EvalResult)

@@ -9,7 +9,7 @@ def test_pipeline_runs_every_stage_then_skips(synth_mammo, tmp_path):
     args = ["pipeline", "-q", "--run-dir", str(run_dir), *tiny_args(synth_mammo)]
     assert main(args) == 0
     timings = json.loads((run_dir / "timings.json").read_text())
-    assert list(timings) == ["data", "classifier", "cams", "segmenter", "oracle", "eval"]
+    assert list(timings) == ["data", "classifier", "cams", "segmenter", "oracle", "eval", "report"]
     for stage in ("classifier", "cams", "segmenter", "oracle"):
         assert json.loads((run_dir / stage / "stage.json").read_text())["complete"]
     assert (run_dir / "cams" / "quality_by_hospital.md").is_file()

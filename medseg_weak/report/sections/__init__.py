@@ -1,0 +1,19 @@
+"""The page's sections, in page order. A section is one module with ``build(ctx) -> Section | None``
+(None when its stage did not run) and one entry here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from medseg_weak.report.context import ReportContext
+from medseg_weak.report.sections import classifier, data, folds, run, segmenter, weak_labels
+from medseg_weak.report.views import Section
+
+SECTIONS: tuple[Callable[[ReportContext], Section | None], ...] = (
+    run.build,
+    data.build,
+    classifier.build,
+    weak_labels.build,
+    segmenter.build,
+    folds.build,
+)
