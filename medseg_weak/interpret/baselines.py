@@ -48,14 +48,19 @@ def centre_maps(n: int, size: tuple[int, int], regions: torch.Tensor | None, see
     return torch.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * sigma**2))
 
 
+#: How many standard errors a method must beat random by: with 2, a second random map is flagged
+#: against the first in about 98 % of data sets (one-sided), with 1 in only about 84 %.
+FLAG_SE = 2.0
+
+
 def no_better_than_random(method_auc: np.ndarray, random_auc: np.ndarray) -> bool:
     """The flag rule: paired over images, d = random's deletion AUC - the method's (positive: the
-    method removes the evidence faster). Flagged when mean(d) <= SE(d), i.e. the method's deletion
-    AUC is not below random's by more than one standard error (and always with fewer than 2 images).
+    method removes the evidence faster). Flagged when mean(d) <= FLAG_SE x SE(d), i.e. the method's
+    deletion AUC is not below random's by more than two standard errors (always with < 2 images).
     """
     d = np.asarray(random_auc, dtype=np.float64) - np.asarray(method_auc, dtype=np.float64)
     d = d[np.isfinite(d)]
     if d.size < 2:
         return True
     se = float(d.std(ddof=1)) / math.sqrt(d.size)
-    return bool(d.mean() <= se)
+    return bool(d.mean() <= FLAG_SE * se)

@@ -10,7 +10,10 @@ baselines and for every randomised model.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -28,8 +31,13 @@ from medseg_weak.interpret.faithfulness import (
 )
 from medseg_weak.interpret.results import InterpretResult, MethodScores
 from medseg_weak.interpret.road import DEFAULT_PERCENTILES, road_scores
-from medseg_weak.interpret.sanity import cam_explainer, cascading_randomisation, data_randomisation
-from medseg_weak.interpret.scores import Score, check_score, predicted_classes
+from medseg_weak.interpret.sanity import (
+    RandomisationResult,
+    cam_explainer,
+    cascading_randomisation,
+    data_randomisation,
+)
+from medseg_weak.interpret.scores import Score, check_score, model_device, predicted_classes
 from medseg_weak.progress import progress_bar
 
 DEFAULT_METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam")
@@ -64,60 +72,33 @@ def interpret_classifier(
     image, a sequence = one per image. ``batch_size`` bounds the images per forward (perturbed
     images included). ``random_label_model`` adds the data-randomisation test.
     """
-    n = _check_inputs(images, labels, masks, regions, domains, ids)
+    _check_inputs(images, labels, masks, regions, domains, ids)
     for name in methods:
         CAM_METHODS.get(name)  # every name checked before anything runs
     REPLACEMENTS.get(replacement)
     check_score(score)
-    model = model.eval()
-    size = (images.shape[-2], images.shape[-1])
-    ids_t = _targets(model, images, targets, batch_size)
-    masks_np = None if masks is None else np.asarray(masks).astype(bool)
-    regions_np = None if regions is None else np.asarray(regions).astype(bool)
-    regions_t = None if regions_np is None else torch.from_numpy(regions_np)
-
-    maps: dict[str, tuple[torch.Tensor, bool]] = {}
-    for name in methods:
-        maps[name] = (_cams(model, images, name, ids_t, target_layer, batch_size), False)
-    for name in BASELINES:
-        maps[name] = (BASELINES.get(name)(n, size, regions_t, seed).to(images.device), True)
-
-    scored: dict[str, MethodScores] = {}
-    sanity_results, data_results = {}, {}
-    work = len(maps) + (len(methods) if sanity else 0)
-    with progress_bar(work, "interpret", enabled=progress) as advance:
-        for name, (m, is_baseline) in maps.items():
-            scored[name] = _score(
-                model,
-                images,
-                m,
-                ids_t,
-                is_baseline,
-                name,
-                masks_np,
-                regions_np,
-                steps,
-                replacement,
-                score,
-                road_percentiles,
-                batch_size,
-            )
-            advance(1)
-        random_auc = scored["random"].metric("deletion_auc")
-        for name in methods:
-            flagged = no_better_than_random(scored[name].metric("deletion_auc"), random_auc)
-            scored[name] = _with_flag(scored[name], flagged)
-        scored["centre"] = _with_flag(
-            scored["centre"], no_better_than_random(scored["centre"].metric("deletion_auc"), random_auc)
+    options = Options(
+        tuple(methods),
+        steps,
+        batch_size,
+        target_layer,
+        replacement,
+        score,
+        tuple(road_percentiles),
+        sanity,
+        seed,
+    )
+    models = [model] if random_label_model is None else [model, random_label_model]
+    with _eval_mode(*models):
+        for m in models:
+            _check_model_takes(m, images)
+        ids_t = _targets(model, images, targets, batch_size)
+        masks_np = None if masks is None else np.asarray(masks).astype(bool)
+        regions_np = None if regions is None else np.asarray(regions).astype(bool)
+        scored, sanity_results, data_results = _measure(
+            model, images, ids_t, masks_np, regions_np, random_label_model, options, progress
         )
-        for name in methods if sanity else ():
-            explain = cam_explainer(name, target_layer, batch_size)
-            sanity_results[name] = cascading_randomisation(model, images, ids_t, explain, name, seed)
-            if random_label_model is not None:
-                data_results[name] = data_randomisation(
-                    model, random_label_model.eval(), images, ids_t, explain, name
-                )
-            advance(1)
+    n = images.shape[0]
     return InterpretResult(
         ids=tuple(ids) if ids is not None else tuple(str(i) for i in range(n)),
         labels=tuple(str(v) for v in labels),
@@ -127,7 +108,7 @@ def interpret_classifier(
         masks=masks_np,
         regions=regions_np,
         steps=steps,
-        road_percentiles=tuple(road_percentiles),
+        road_percentiles=options.road_percentiles,
         methods=scored,
         sanity=sanity_results,
         data_randomisation=data_results,
@@ -135,30 +116,94 @@ def interpret_classifier(
     )
 
 
+@dataclass(frozen=True)
+class Options:
+    """The run's settings, as ``interpret_classifier`` received them."""
+
+    methods: tuple[str, ...]
+    steps: int
+    batch_size: int
+    target_layer: str | None
+    replacement: str
+    score: Score
+    road_percentiles: tuple[float, ...]
+    sanity: bool
+    seed: int
+
+
+@contextmanager
+def _eval_mode(*models: nn.Module) -> Iterator[None]:
+    """Eval mode for the run (BatchNorm running statistics, no dropout); every submodule's own flag
+    restored afterwards, so the caller gets its model back as it gave it."""
+    flags = [(m, m.training) for model in models for m in model.modules()]
+    try:
+        for model in models:
+            model.eval()
+        yield
+    finally:
+        for module, flag in flags:
+            module.training = flag
+
+
+def _measure(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    masks: np.ndarray | None,
+    regions: np.ndarray | None,
+    random_label_model: nn.Module | None,
+    opt: Options,
+    progress: bool,
+) -> tuple[dict[str, MethodScores], dict[str, RandomisationResult], dict[str, RandomisationResult]]:
+    n, size = images.shape[0], (images.shape[-2], images.shape[-1])
+    regions_t = None if regions is None else torch.from_numpy(regions)
+    maps: dict[str, tuple[torch.Tensor, bool]] = {}
+    for name in opt.methods:
+        maps[name] = (_cams(model, images, name, targets, opt.target_layer, opt.batch_size), False)
+    for name in BASELINES:
+        maps[name] = (BASELINES.get(name)(n, size, regions_t, opt.seed).to(images.device), True)
+
+    scored: dict[str, MethodScores] = {}
+    sanity_results: dict[str, RandomisationResult] = {}
+    data_results: dict[str, RandomisationResult] = {}
+    with progress_bar(
+        len(maps) + (len(opt.methods) if opt.sanity else 0), "interpret", enabled=progress
+    ) as advance:
+        for name, (m, is_baseline) in maps.items():
+            scored[name] = _score(model, images, m, targets, name, is_baseline, masks, regions, opt)
+            advance(1)
+        random_auc = scored["random"].metric("deletion_auc")
+        for name in [*opt.methods, "centre"]:
+            flagged = no_better_than_random(scored[name].metric("deletion_auc"), random_auc)
+            scored[name] = dataclasses.replace(scored[name], flagged=flagged)
+        for name in opt.methods if opt.sanity else ():
+            explain = cam_explainer(name, opt.target_layer, opt.batch_size)
+            sanity_results[name] = cascading_randomisation(model, images, targets, explain, name, opt.seed)
+            if random_label_model is not None:
+                data_results[name] = data_randomisation(
+                    model, random_label_model, images, targets, explain, name
+                )
+            advance(1)
+    return scored, sanity_results, data_results
+
+
 def _score(
     model: nn.Module,
     images: torch.Tensor,
     maps: torch.Tensor,
     targets: torch.Tensor,
-    baseline: bool,
     name: str,
+    baseline: bool,
     masks: np.ndarray | None,
     regions: np.ndarray | None,
-    steps: int,
-    replacement: str,
-    score: Score,
-    percentiles: Sequence[float],
-    batch_size: int,
+    opt: Options,
 ) -> MethodScores:
-    common = dict(targets=targets, score=score, batch_size=batch_size)
-    deletion = perturbation_curves(
-        model, images, maps, mode="deletion", steps=steps, replacement=replacement, **common
-    )
-    insertion = perturbation_curves(
-        model, images, maps, mode="insertion", steps=steps, replacement=replacement, **common
-    )
-    morf = road_scores(model, images, maps, order="morf", percentiles=percentiles, **common)
-    lerf = road_scores(model, images, maps, order="lerf", percentiles=percentiles, **common)
+    common = dict(targets=targets, score=opt.score, batch_size=opt.batch_size)
+    curve = dict(steps=opt.steps, replacement=opt.replacement, **common)
+    deletion = perturbation_curves(model, images, maps, mode="deletion", **curve)
+    insertion = perturbation_curves(model, images, maps, mode="insertion", **curve)
+    morf = road_scores(model, images, maps, order="morf", percentiles=opt.road_percentiles, **common)
+    lerf = road_scores(model, images, maps, order="lerf", percentiles=opt.road_percentiles, **common)
     change = confidence_change(model, images, maps, **common)
     maps_np = maps.detach().float().cpu().numpy()
     n = maps_np.shape[0]
@@ -192,12 +237,6 @@ def _score(
     )
 
 
-def _with_flag(scores: MethodScores, flagged: bool) -> MethodScores:
-    import dataclasses
-
-    return dataclasses.replace(scores, flagged=flagged)
-
-
 def _cams(
     model: nn.Module,
     images: torch.Tensor,
@@ -212,10 +251,21 @@ def _cams(
         return compute_cams(
             model, images, target_layer=target_layer, method=method, targets=targets, batch_size=batch_size
         )
-    except MedsegError:
-        raise
-    except (RuntimeError, ValueError, TypeError, IndexError) as err:
+    except (MedsegError, RuntimeError, ValueError, TypeError, IndexError) as err:
         raise ConfigError(f"CAM method '{method}' cannot run on '{type(model).__name__}': {err}") from err
+
+
+def _check_model_takes(model: nn.Module, images: torch.Tensor) -> None:
+    """One image through the model first, so a wrong channel count (a greyscale image for a colour
+    model) or size is one clear error, not a traceback from deep inside the first metric."""
+    try:
+        with torch.no_grad():
+            model(images[:1].to(model_device(model)).float())
+    except RuntimeError as err:
+        raise ConfigError(
+            f"'{type(model).__name__}' cannot take images of shape {tuple(images.shape[1:])} "
+            f"(channels, height, width): {err}"
+        ) from err
 
 
 def _targets(

@@ -32,11 +32,16 @@ from medseg_weak.io_utils import atomic_write, atomic_write_text
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-GALLERY_PER_ROW = 4
+GALLERY_SIZE = 4
 
 
-def write_interpret_outputs(result: InterpretResult, out_dir: Path, seed: int = 0) -> list[Path]:
-    """Write every file listed in the module docstring; returns their paths."""
+def write_interpret_outputs(
+    result: InterpretResult, out_dir: Path, seed: int = 0, gallery_size: int = GALLERY_SIZE
+) -> list[Path]:
+    """Write every file listed in the module docstring; returns their paths.
+
+    ``gallery_size``: images per gallery row (best, worst, random); ``seed`` picks the random row.
+    """
     out = Path(out_dir)
     paths = [
         atomic_write_text(out / "metrics.json", json.dumps(headline(result), indent=2) + "\n"),
@@ -49,7 +54,8 @@ def write_interpret_outputs(result: InterpretResult, out_dir: Path, seed: int = 
         paths.append(plot_randomisation(result, out / "randomisation.png"))
     rng = np.random.default_rng(seed)
     for scores in result.methods.values():
-        paths.append(write_gallery(result, scores.method, out / f"gallery_{_safe(scores.method)}.png", rng))
+        gallery = out / f"gallery_{_safe(scores.method)}.png"
+        paths.append(write_gallery(result, scores.method, gallery, rng, gallery_size))
     return paths
 
 
@@ -106,13 +112,15 @@ def plot_randomisation(result: InterpretResult, path: Path) -> Path:
     return _save(fig, path)
 
 
-def write_gallery(result: InterpretResult, method: str, path: Path, rng: np.random.Generator) -> Path:
+def write_gallery(
+    result: InterpretResult, method: str, path: Path, rng: np.random.Generator, size: int = 4
+) -> Path:
     """Rows best / worst / random; per image two panels: the image, then CAM with the mask contour."""
     plt = _pyplot()
     scores = result.methods[method]
     auc = scores.metric("deletion_auc")
     order = np.argsort(auc, kind="stable")
-    k = min(GALLERY_PER_ROW, len(order))
+    k = min(size, len(order))
     picks = {
         "best": order[:k],
         "worst": order[::-1][:k],
