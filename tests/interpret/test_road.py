@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from pytorch_grad_cam.metrics.road import (
+    NoisyLinearImputer,
     ROADLeastRelevantFirst,
     ROADLeastRelevantFirstAverage,
     ROADMostRelevantFirst,
@@ -16,7 +17,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, 
 from medseg_weak.classify.model import Classifier
 from medseg_weak.errors import ConfigError
 from medseg_weak.explain.cams import compute_cams
-from medseg_weak.interpret.road import road_scores
+from medseg_weak.interpret.road import impute, road_scores
 from tests.interpret.conftest import WindowModel, window_map
 
 # float32 scores of differently sized batches: measured equal to ~1e-7
@@ -57,6 +58,21 @@ def test_average_over_percentiles_equals_the_library(setup, order, library):
     torch.manual_seed(3)
     ours = road_scores(model, images, cams, ids, order=order, percentiles=percentiles, batch_size=4)
     assert np.allclose(ours.mean(dim=1).numpy(), lib, atol=ATOL)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_imputation_equals_the_librarys_noisy_linear_imputer(channels):
+    # a big hole (a 10x12 block) plus scattered pixels, colour or grey, the library's noise and seed
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(channels, 20, 24, generator=g)
+    removed = torch.rand(20, 24, generator=g) < 0.3
+    removed[4:14, 6:18] = True
+    torch.manual_seed(5)
+    lib = NoisyLinearImputer(noise=0.01)(image, (~removed).float())
+    torch.manual_seed(5)
+    ours = impute(image[None], removed[None], noise=0.01)[0]
+    assert torch.allclose(ours, lib, atol=1e-5)
+    assert torch.equal(ours[:, ~removed], image[:, ~removed])  # known pixels untouched
 
 
 def test_morf_on_the_true_evidence_drops_the_score_and_lerf_keeps_it():
