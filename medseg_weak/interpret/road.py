@@ -15,8 +15,8 @@ to run batched, and tested to give the library's numbers on the same inputs and 
 What differs is how the system is solved: the library builds a scipy ``lil_matrix`` and calls
 ``spsolve`` once per image and percentile (measured ~0.37 s per 96 px image on the shared CPU);
 here every image x percentile x channel is one system of a batched conjugate-gradient solve in
-float64 on the model's device (the operator is a 3x3 convolution), to a relative residual of 1e-9
-(checked every 10 iterations).
+float64 on the model's device (the operator is 8 shifted adds), started from a push-pull pyramid
+fill, to a relative residual of 1e-9 (checked every 10 iterations).
 A removed region with no known pixel in it has no unique solution (the library's solver returns
 NaN there with a warning); here it is imputed as 0 plus the noise.
 """
@@ -86,18 +86,41 @@ def impute(images: torch.Tensor, removed: torch.Tensor, noise: float = 0.01) -> 
     """Noisy linear imputation of the ``removed`` pixels ``[B, H, W]`` of ``images`` ``[B, C, H, W]``."""
     b, c, h, w = images.shape
     hole = removed.to(torch.float64)[:, None].expand(b, c, h, w).reshape(b * c, 1, h, w)
-    known = images.to(torch.float64).reshape(b * c, 1, h, w) * (1 - hole)
-    kernel = NEIGHBOUR_WEIGHTS.to(images.device, torch.float64)[None, None]
-    degree = F.conv2d(torch.ones(1, 1, h, w, dtype=torch.float64, device=images.device), kernel, padding=1)
+    values = images.to(torch.float64).reshape(b * c, 1, h, w)
+    degree = _neighbour_sum(torch.ones(1, 1, h, w, dtype=torch.float64, device=images.device))
 
     def operator(v: torch.Tensor) -> torch.Tensor:  # (degree - neighbours) restricted to the hole
-        return hole * (degree * v - F.conv2d(hole * v, kernel, padding=1))
+        return hole * (degree * v - _neighbour_sum(hole * v))
 
-    solution = _conjugate_gradient(operator, hole * F.conv2d(known, kernel, padding=1))
+    rhs = hole * _neighbour_sum(values * (1 - hole))
+    start = hole * _push_pull(values, 1 - hole)  # a smooth first guess: CG then needs few iterations
+    solution = _conjugate_gradient(operator, rhs, start)
     filled = solution.to(torch.float32).reshape(b, c, h, w)
     if noise:
         filled = filled + noise * _library_noise(removed, c)
     return torch.where(removed[:, None].bool(), filled, images)
+
+
+def _neighbour_sum(v: torch.Tensor) -> torch.Tensor:
+    """The library's neighbour weighting as shifted adds (zero outside the image): 3x faster than a
+    float64 ``conv2d`` with the same 3x3 kernel on the CPU, where float64 convolutions have no fast path."""
+    p = F.pad(v, (1, 1, 1, 1))
+    edges = p[..., :-2, 1:-1] + p[..., 2:, 1:-1] + p[..., 1:-1, :-2] + p[..., 1:-1, 2:]
+    corners = p[..., :-2, :-2] + p[..., :-2, 2:] + p[..., 2:, :-2] + p[..., 2:, 2:]
+    return edges * NEIGHBOUR_WEIGHTS[0, 1].item() + corners * NEIGHBOUR_WEIGHTS[0, 0].item()
+
+
+def _push_pull(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Fill the pixels of weight 0 from a pyramid of weighted averages of the known ones."""
+    if min(values.shape[-2:]) <= 2:
+        total = weights.sum(dim=(-2, -1), keepdim=True)
+        mean = (values * weights).sum(dim=(-2, -1), keepdim=True) / total.clamp_min(1e-12)
+        return torch.where(weights > 0, values, mean.expand_as(values))
+    coarse_w = F.avg_pool2d(weights, 2, ceil_mode=True)
+    coarse_v = F.avg_pool2d(values * weights, 2, ceil_mode=True) / coarse_w.clamp_min(1e-12)
+    coarse = _push_pull(coarse_v, (coarse_w > 0).to(values.dtype))
+    up = F.interpolate(coarse, size=values.shape[-2:], mode="bilinear", align_corners=False)
+    return torch.where(weights > 0, values, up)
 
 
 def _library_noise(removed: torch.Tensor, channels: int) -> torch.Tensor:
@@ -116,16 +139,17 @@ def _library_noise(removed: torch.Tensor, channels: int) -> torch.Tensor:
 def _conjugate_gradient(
     operator: Callable[[torch.Tensor], torch.Tensor],
     rhs: torch.Tensor,
+    start: torch.Tensor,
     tol: float = CG_TOLERANCE,
     max_iter: int = CG_MAX_ITERATIONS,
 ) -> torch.Tensor:
     """Batched CG: one independent symmetric positive (semi-)definite system per leading index."""
     dims = tuple(range(1, rhs.ndim))
-    x = torch.zeros_like(rhs)
-    r = rhs.clone()
+    x = start
+    r = rhs - operator(start)
     p = r.clone()
     rs = (r * r).sum(dims, keepdim=True)
-    target = (tol**2) * rs
+    target = (tol**2) * (rhs * rhs).sum(dims, keepdim=True)
     for it in range(max_iter):
         ap = operator(p)
         curvature = (p * ap).sum(dims, keepdim=True)
