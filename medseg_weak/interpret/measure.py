@@ -175,12 +175,14 @@ def _measure(
             scored[name] = _score(model, images, m, targets, name, is_baseline, masks, regions, opt)
             advance(1)
         random_auc = scored["random"].metric("deletion_auc")
-        for name in [*opt.methods, "centre"]:
+        for name in [m for m in scored if m != "random"]:
             flagged = no_better_than_random(scored[name].metric("deletion_auc"), random_auc)
             scored[name] = dataclasses.replace(scored[name], flagged=flagged)
         for name in opt.methods if opt.sanity else ():
             explain = cam_explainer(name, opt.target_layer, opt.batch_size)
-            sanity_results[name] = cascading_randomisation(model, images, targets, explain, name, opt.seed)
+            sanity_results[name] = cascading_randomisation(
+                model, images, targets, explain, name, opt.seed, original=maps[name][0]
+            )
             if random_label_model is not None:
                 data_results[name] = data_randomisation(
                     model, random_label_model, images, targets, explain, name

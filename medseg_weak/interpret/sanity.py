@@ -82,9 +82,13 @@ def cascading_randomisation(
     explain: Explainer,
     method: str = "custom",
     seed: int = 0,
+    original: torch.Tensor | None = None,
 ) -> RandomisationResult:
-    """Randomise a copy of ``model`` from the top layer down; similarity to the original maps per step."""
-    original = explain(model, images, targets)
+    """Randomise a copy of ``model`` from the top layer down; similarity to the original maps per step.
+
+    ``original``: the maps of ``model`` when the caller has them already (else computed here).
+    """
+    original = explain(model, images, targets) if original is None else original
     randomised = copy.deepcopy(model)
     layers = randomisable_layers(randomised)
     if not layers:

@@ -11,8 +11,14 @@ import torch
 
 from medseg_weak.classify.model import Classifier
 from medseg_weak.errors import ConfigError, RegistryError
-from medseg_weak.interpret import METRICS, interpret_classifier, summary_table, write_interpret_outputs
-from tests.interpret.conftest import WindowModel, square_images
+from medseg_weak.interpret import (
+    METRICS,
+    headline,
+    interpret_classifier,
+    summary_table,
+    write_interpret_outputs,
+)
+from tests.interpret.conftest import SmallCnn, WindowModel, square_images
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +99,22 @@ def test_bad_input_is_named(trained_cnn):
         interpret_classifier(trained_cnn, torch.rand(2, 3, 16, 16), ["a", "b"], methods=("gradcam",))
     with pytest.raises(ConfigError, match=r"CAM method 'gradcam' cannot run on 'WindowModel'.*cam_layer"):
         interpret_classifier(WindowModel(), torch.rand(2, 1, 32, 32), ["a", "b"], methods=("gradcam",))
+
+
+def test_random_label_model_adds_the_data_randomisation_test_and_road_can_be_off(trained_cnn):
+    images, labels, _ = square_images(4, seed=61)
+    torch.manual_seed(2)
+    result = interpret_classifier(
+        trained_cnn,
+        images,
+        labels.tolist(),
+        methods=("gradcam",),
+        steps=2,
+        road_percentiles=(),
+        random_label_model=SmallCnn(),
+    )
+    assert set(result.data_randomisation) == {"gradcam"}
+    assert np.isnan(result.methods["gradcam"].metric("road_morf")).all()
+    summary = headline(result)
+    assert summary["methods"]["gradcam"]["data_randomisation"]["threshold"] == 0.5
+    assert summary["methods"]["gradcam"]["road_morf"]["n"] == 0
