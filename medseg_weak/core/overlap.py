@@ -37,15 +37,34 @@ def pseudo_mask_overlap(mask: np.ndarray, truth: np.ndarray) -> dict[str, float]
 
 
 def saliency_scores(cam: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """Pointing game (is the CAM maximum inside the truth) and relevance mass (CAM energy inside).
+    """Where a saliency map puts its weight relative to a truth mask (Quantus' definitions).
 
-    Both are NaN when the truth is empty: there is nothing to point at.
+    * ``pointing``: is the map's maximum inside the truth (PointingGame; the first maximum in raster
+      order when there are ties).
+    * ``relevance_mass``: share of the map's total inside the truth (RelevanceMassAccuracy).
+    * ``relevance_rank``: with K = the truth's pixel count, the share of the map's K highest pixels
+      that fall inside the truth (RelevanceRankAccuracy; ties broken by raster order).
+
+    All are NaN when the truth is empty: there is nothing to point at.
     """
     cam = np.asarray(cam, dtype=np.float64)
     t = np.asarray(truth).astype(bool)
     if not t.any():
-        return {"pointing": float("nan"), "relevance_mass": float("nan")}
+        return {"pointing": float("nan"), "relevance_mass": float("nan"), "relevance_rank": float("nan")}
     pointing = float(t.flat[int(np.argmax(cam))])
     total = float(cam.sum())
     mass = float(cam[t].sum() / total) if total > 0 else 0.0
-    return {"pointing": pointing, "relevance_mass": mass}
+    k = int(np.count_nonzero(t))
+    top = np.argsort(-cam.ravel(), kind="stable")[:k]
+    rank = float(np.count_nonzero(t.ravel()[top]) / k)
+    return {"pointing": pointing, "relevance_mass": mass, "relevance_rank": rank}
+
+
+def energy_outside(cam: np.ndarray, region: np.ndarray) -> float:
+    """Share of a non-negative map's total outside ``region`` (field of view, breast): a model
+    looking at the black border or the label scores high. NaN for an all-zero map."""
+    cam = np.asarray(cam, dtype=np.float64)
+    total = float(cam.sum())
+    if total <= 0:
+        return float("nan")
+    return float(cam[~np.asarray(region).astype(bool)].sum() / total)
