@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics.classification import MultilabelF1Score
 
+from medseg_weak.classify.module import stream_seed
 from medseg_weak.config import from_dict, to_dict
 from medseg_weak.core.schedules import cosine_lr
 from medseg_weak.quality.config import QualityConfig
@@ -73,6 +74,9 @@ class QualityModule(L.LightningModule):
         lr = cosine_lr(self.cfg.lr, self.current_epoch, self.cfg.epochs)
         for group in self.optimizers().param_groups:
             group["lr"] = lr
+        # Dropout draws from the global generator, which Lightning does not checkpoint: re-seeding it
+        # from (seed, epoch) lets a run resumed from last.ckpt end with the weights of an unbroken one.
+        torch.manual_seed(stream_seed("quality-epoch", self.hparams.seed, self.current_epoch))
 
     def _losses(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
         """(total loss, grade logits, degradation logits or None, grade loss)."""
