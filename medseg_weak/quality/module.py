@@ -74,9 +74,12 @@ class QualityModule(L.LightningModule):
         lr = cosine_lr(self.cfg.lr, self.current_epoch, self.cfg.epochs)
         for group in self.optimizers().param_groups:
             group["lr"] = lr
-        # Dropout draws from the global generator, which Lightning does not checkpoint: re-seeding it
-        # from (seed, epoch) lets a run resumed from last.ckpt end with the weights of an unbroken one.
-        torch.manual_seed(stream_seed("quality-epoch", self.hparams.seed, self.current_epoch))
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Dropout draws from the global generator, which Lightning does not checkpoint (and which the
+        # loops draw from between epochs): re-seeding it from (seed, step) before every step lets a run
+        # resumed from last.ckpt end with exactly the weights of an unbroken one.
+        torch.manual_seed(stream_seed("quality-step", self.hparams.seed, self.global_step))
 
     def _losses(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
         """(total loss, grade logits, degradation logits or None, grade loss)."""
