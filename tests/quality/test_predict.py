@@ -40,7 +40,9 @@ def test_quality_folder_with_unreadable_images(quality_run, synth_fundus, tmp_pa
     for record in manifest.records[:5]:
         shutil.copy(manifest.image_path(record), folder / f"{record.id}.png")
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    PILImage.fromarray(np.zeros((64, 64, 3), np.uint8)).save(folder / "black.png")
+    # Faint noise and no disc: readable, but preprocess_fundus finds no field of view in it.
+    dark = np.random.default_rng(0).integers(0, 3, (64, 64, 3)).astype(np.uint8)
+    PILImage.fromarray(dark).save(folder / "black.png")
     result = predict(
         out / "best.ckpt", folder, out=tmp_path / "predictions.csv", batch_size=3, progress=False
     )

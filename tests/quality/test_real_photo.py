@@ -82,4 +82,7 @@ def test_degraded_real_photograph_is_graded_worse(tmp_path):
         x = torch.stack([torch.from_numpy(p.pixels).permute(2, 0, 1) for p in images])
         with torch.no_grad():
             p_good = grader.model(x).softmax(dim=1)[:, 0].tolist()
-        assert all(a > b for a, b in pairwise(p_good)), f"{name}: P(Good) {p_good} does not fall"
+        # Falls at every step until it saturates: once P(Good) is below 1e-3 the photograph is already
+        # graded not-Good with certainty, and differences of 1e-8 between two such steps are noise.
+        falls = all(b < a or max(a, b) < 1e-3 for a, b in pairwise(p_good))
+        assert falls and p_good[-1] < p_good[0] - 0.2, f"{name}: P(Good) {p_good} does not fall"
