@@ -126,11 +126,13 @@ def test_self_training_round_killed_resumes_to_identical_weights(synth_mammo, tm
     args = ["pipeline", *options(synth_mammo, *extra)]
     assert main([*args, "--run-dir", str(tmp_path / "whole")]) == 0
     killed = tmp_path / "killed"
-    last = killed / "segmenter_self1" / "last.ckpt"
-    kill_when([*args, "--run-dir", str(killed)], last.is_file)
+    # Killed twice: in the CAM-trained segmenter, then in the self-training round.
+    for stage in ("segmenter", "segmenter_self1"):
+        kill_when([*args, "--run-dir", str(killed)], (killed / stage / "last.ckpt").is_file)
     assert main([*args, "--run-dir", str(killed)]) == 0
-    state = json.loads((killed / "segmenter_self1" / "stage.json").read_text())
-    assert state["complete"] and state["resumed_from_epoch"] >= 1
+    for stage in ("segmenter", "segmenter_self1"):
+        state = json.loads((killed / stage / "stage.json").read_text())
+        assert state["complete"] and state["resumed_from_epoch"] >= 1, stage
     for stage in ("classifier", "segmenter", "segmenter_self1", "oracle"):
         assert_same_weights(tmp_path / "whole" / stage / "last.ckpt", killed / stage / "last.ckpt")
     whole = (tmp_path / "whole" / "eval" / "per_image.csv").read_bytes()

@@ -76,7 +76,7 @@ KINDS.register("fundus")(
         binary_mask=False,
         cam_target="Reject",  # where the evidence for "retake this photo" is
         domain_prefix="C",  # cameras
-        preprocess=_lazy("medseg_weak.data.preprocess", "preprocess_fundus"),
+        preprocess=_lazy("medseg_weak.data.preprocess", "preprocess_colour_fundus"),
         generate=_lazy("medseg_weak.data.synthetic", "fundus_records"),
     )
 )

@@ -478,3 +478,24 @@ def _cross_check_laterality(inferred: str, declared: object, path: object) -> No
             inferred,
             inferred,
         )
+
+
+def as_colour(image: Image) -> Image:
+    """``image`` with H x W x 3 pixels: a grey photograph's channel is repeated into R, G and B."""
+    pixels = np.asarray(image.pixels)
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[..., 0]
+    if pixels.ndim != 2:
+        return image  # colour already, or a shape preprocess_fundus rejects with its own message
+    logger.warning(
+        "%s: grey image given to a colour model; its channel is repeated into R, G and B",
+        image.meta.get("path", "image"),
+    )
+    return Image(np.repeat(pixels[..., None], 3, axis=2), image.meta)
+
+
+def preprocess_colour_fundus(image: Image, size: int | tuple[int, int]) -> Preprocessed:
+    """The fundus kind's preprocessing: :func:`preprocess_fundus` of :func:`as_colour`, so a model of
+    3 input channels gets 3 whatever the file holds (``InputError`` names a photograph in which no
+    field of view is found)."""
+    return preprocess_fundus(as_colour(image), size)

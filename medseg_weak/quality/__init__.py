@@ -1,0 +1,7 @@
+"""Fundus image quality: a UNet whose encoder grades Good / Usable / Reject and whose decoder says
+where the photograph is degraded, its data, EyeQ-style metrics, training, and ``predict`` for any
+classifier of the project.
+
+Submodules are imported by name (``medseg_weak.quality.model``, ...): this package file imports
+nothing, so ``medseg_weak.quality.config`` stays importable without torch.
+"""
