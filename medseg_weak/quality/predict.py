@@ -62,7 +62,7 @@ MODEL_KINDS: Registry[ModelKind] = Registry("model kind")
 
 
 def _classifier_grader(module: ClassifierModule) -> Grader:
-    channels = module.cfg.in_channels
+    channels = module.cfg.in_channels or 1  # 0 = the data kind's, unresolved here: built grey
     kind = "mammo" if channels == 1 else COLOUR_FUNDUS
     return Grader("classifier", module.model, tuple(module.labels), kind, channels)
 

@@ -18,6 +18,7 @@ from medseg_weak.config import Config, to_dict
 from medseg_weak.errors import ConfigError, InputError
 from medseg_weak.io_utils import atomic_write_text
 from medseg_weak.segment.data import Source
+from medseg_weak.segment.train import make_trainer, split_dataset, write_self_training_targets
 from medseg_weak.stage_trainer import fit_resumable
 from medseg_weak.stages import DataSummary, Stage, StageContext, StageResult, stage_config
 
@@ -111,7 +112,6 @@ class SegmenterStage(Stage):
     def run(self, ctx: StageContext) -> SegmenterResult:
         from medseg_weak.data.datamodule import EpochSeededSampler
         from medseg_weak.segment.module import SegmenterModule
-        from medseg_weak.segment.train import make_trainer, split_dataset, write_self_training_targets
 
         cfg, out, manifest = ctx.cfg, ctx.out, ctx.manifest
         seg = cfg.segmenter

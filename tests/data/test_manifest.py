@@ -89,12 +89,13 @@ def test_unknown_columns_are_kept_as_metadata_and_written_back(tmp_path, caplog)
     with caplog.at_level("WARNING"):
         manifest = load_manifest(path)
     assert caplog.records == []  # real columns, not typos: no warning
-    assert manifest.records[0].extra == {"age": "54", "label_true": "B", "scanner": "Mammomat"}
-    assert manifest.records[1].extra == {"age": "61", "label_true": "B", "scanner": ""}
-    assert manifest.records[0].label == "A"
+    assert manifest.records[0].extra == {"age": "54", "scanner": "Mammomat"}
+    assert manifest.records[1].extra == {"age": "61", "scanner": ""}
+    # label_true is the schema's analysis column (the clean label behind reader noise)
+    assert manifest.records[0].label == "A" and manifest.records[0].label_true == "B"
     out = write_manifest(manifest.records, tmp_path / "out.csv")
     assert out.read_text().splitlines()[0] == (
-        "id,path,label,domain,patient_id,mask_path,laterality,view,split,age,label_true,scanner"
+        "id,path,label,domain,patient_id,mask_path,laterality,view,split,label_true,age,scanner"
     )
     assert load_manifest(out).records == manifest.records
     assert len({*manifest.records}) == 2  # records stay hashable (sets, dict keys)
