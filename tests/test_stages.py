@@ -138,7 +138,10 @@ def warm_imports() -> None:
         ("classifier.epochs=0", r"'classifier\.epochs' must be >= 1"),
         ("classifier.monitor=val/kapa", r"'classifier\.monitor' is 'val/kapa'"),
         ("classifier.classes=[A, E]", r"'classifier\.classes' has E"),
-        ("classifier.surgery.rule=agr_summ", r"unknown gradient rule 'agr_summ'.*Did you mean 'agr_sum'"),
+        (
+            "classifier.surgery.rule=agr_summ",
+            r"'classifier\.surgery\.rule': unknown gradient rule 'agr_summ'.*Did you mean 'agr_sum'",
+        ),
         ("classifier.surgery.tau=0.5", r"'classifier\.surgery\.tau'.*setting of rule 'and_mask'"),
         ("cams.method=gradcamm", r"'cams\.method'.*gradcam"),
         ("cams.target=E", r"'cams\.target' is 'E'"),

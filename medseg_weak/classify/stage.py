@@ -16,7 +16,7 @@ import lightning as L
 
 from medseg_weak.classify.train import make_datamodule, make_trainer, write_predictions
 from medseg_weak.config import Config
-from medseg_weak.errors import ConfigError, InputError
+from medseg_weak.errors import ConfigError, InputError, RegistryError
 from medseg_weak.io_utils import atomic_write_text
 from medseg_weak.stage_trainer import fit_resumable
 from medseg_weak.stages import DataSummary, Stage, StageContext, StageResult, stage_config
@@ -56,7 +56,10 @@ def check_classifier(cfg: Config, data: DataSummary) -> None:
 
     c = cfg.classifier
     get_kind(cfg.data.kind)
-    build_rule(c.surgery)  # the rule's name (registry lists valid ones) and parameters
+    try:
+        build_rule(c.surgery)  # the rule's name (registry lists valid ones) and parameters
+    except RegistryError as err:
+        raise ConfigError(f"'classifier.surgery.rule': {err}") from None
     labels = list(c.classes or data.labels)
     unknown = sorted(set(c.classes) - set(data.labels))
     if unknown:
