@@ -12,6 +12,7 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -113,3 +114,27 @@ def fit_resumable(trainer: L.Trainer, module: L.LightningModule, out: Path, **da
     )
     score = checkpoint.best_model_score if checkpoint else None
     return Fitted(best, float(score) if score is not None else None, epochs_done)
+
+
+def stage_trainer(out: Path, section: Any, progress: bool = True, **options: Any) -> L.Trainer:
+    """The Trainer every training stage uses, from its config section (``epochs``, ``accelerator``,
+    ``precision``, ``monitor``, ``monitor_mode``, ``patience``): best and last checkpoints written
+    atomically in ``out``, optional early stopping, CSV and TensorBoard logs. ``options`` add or
+    override Trainer arguments (``devices``, ``strategy``, ``deterministic``)."""
+    quiet_lightning()
+    settings: dict[str, Any] = {
+        "default_root_dir": out,
+        "plugins": [AtomicCheckpointIO()],
+        "max_epochs": section.epochs,
+        "accelerator": section.accelerator,
+        "devices": "auto",
+        "precision": section.precision,
+        "callbacks": stage_callbacks(out, section.monitor, section.monitor_mode, section.patience),
+        "logger": stage_loggers(out),
+        "log_every_n_steps": 1,
+        "enable_progress_bar": progress,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+        **options,
+    }
+    return L.Trainer(**settings)

@@ -17,7 +17,7 @@ from medseg_weak.data.manifest import Manifest
 from medseg_weak.data.prepare import cache_dir
 from medseg_weak.io_utils import atomic_write_text
 from medseg_weak.rundir import RunDir
-from medseg_weak.stage_trainer import AtomicCheckpointIO, quiet_lightning, stage_callbacks, stage_loggers
+from medseg_weak.stage_trainer import stage_trainer
 
 log = logging.getLogger(__name__)
 
@@ -35,26 +35,9 @@ def make_datamodule(cfg: Config, manifest: Manifest, run: RunDir) -> HospitalDat
 
 
 def make_trainer(cfg: Config, out: Path, progress: bool = True) -> L.Trainer:
-    quiet_lightning()
     c = cfg.classifier
-    callbacks = stage_callbacks(out, c.monitor, c.monitor_mode, c.patience)
     devices: int | str = int(c.devices) if c.devices.isdigit() else c.devices
-    return L.Trainer(
-        default_root_dir=out,
-        plugins=[AtomicCheckpointIO()],
-        max_epochs=c.epochs,
-        accelerator=c.accelerator,
-        devices=devices,
-        strategy=c.strategy,
-        precision=c.precision,
-        deterministic=True,
-        callbacks=callbacks,
-        logger=stage_loggers(out),
-        log_every_n_steps=1,  # surgery diagnostics are logged every N steps by the module itself
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    return stage_trainer(out, c, progress, devices=devices, strategy=c.strategy, deterministic=True)
 
 
 def write_predictions(

@@ -26,7 +26,7 @@ from medseg_weak.quality.data import QualityDataset
 from medseg_weak.quality.model import load_encoder_weights
 from medseg_weak.quality.module import QualityModule
 from medseg_weak.quality.predict import write_predictions_csv
-from medseg_weak.stage_trainer import quiet_lightning, stage_callbacks, stage_loggers
+from medseg_weak.stage_trainer import fit_resumable, stage_trainer
 
 log = logging.getLogger(__name__)
 
@@ -81,16 +81,14 @@ def fit_quality(
         log.info("quality encoder '%s' starts from random weights (no quality.weights)", cfg.encoder)
     trainer = make_trainer(cfg, out, progress)
     trainer.callbacks.extend(callbacks or [])
-    last = out / "last.ckpt"
-    trainer.fit(module, *loaders, ckpt_path=str(last) if last.is_file() else None)
-    checkpoint = trainer.checkpoint_callback
-    best = Path(checkpoint.best_model_path) if checkpoint and checkpoint.best_model_path else last
+    train_loader, val_loader = loaders
+    fitted = fit_resumable(trainer, module, out, train_dataloaders=train_loader, val_dataloaders=val_loader)
+    best = fitted.best
     metrics: dict[str, Any] = {
         "best_checkpoint": best.name,
         "monitor": cfg.monitor,
-        "best_score": float(checkpoint.best_model_score)
-        if checkpoint and checkpoint.best_model_score is not None
-        else None,
+        "best_score": fitted.score,
+        "resumed_from_epoch": fitted.resumed_from_epoch,
         "labels": labels,
         "domains": domains,
         "mask_channels": list(module.mask_names) if module.train_masks else [],
@@ -113,21 +111,5 @@ def fit_quality(
 
 
 def make_trainer(cfg: QualityConfig, out: Path, progress: bool = True) -> L.Trainer:
-    """Best (on ``cfg.monitor``) and last checkpoints in ``out``, optional early stopping, CSV and
-    TensorBoard logs, deterministic kernels."""
-    quiet_lightning()
-    return L.Trainer(
-        default_root_dir=out,
-        max_epochs=cfg.epochs,
-        accelerator=cfg.accelerator,
-        devices="auto",
-        precision=cfg.precision,
-        # CUDA has no deterministic bilinear-upsampling backward: warn, not fail.
-        deterministic="warn",
-        callbacks=stage_callbacks(out, cfg.monitor, cfg.monitor_mode, cfg.patience),
-        logger=stage_loggers(out),
-        log_every_n_steps=1,
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    # CUDA has no deterministic bilinear-upsampling backward: warn, not fail.
+    return stage_trainer(out, cfg, progress, deterministic="warn")

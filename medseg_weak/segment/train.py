@@ -21,7 +21,7 @@ from medseg_weak.io_utils import atomic_write_bytes
 from medseg_weak.rundir import RunDir
 from medseg_weak.segment.data import SegmentationDataset, Source
 from medseg_weak.segment.module import SegmenterModule, self_train_targets
-from medseg_weak.stage_trainer import AtomicCheckpointIO, quiet_lightning, stage_callbacks, stage_loggers
+from medseg_weak.stage_trainer import stage_trainer
 
 log = logging.getLogger(__name__)
 
@@ -65,25 +65,8 @@ def split_dataset(
 
 
 def make_trainer(seg: SegmenterConfig, out: Path, progress: bool = True) -> L.Trainer:
-    """The segmenter's Trainer: best (on ``seg.monitor``) and last checkpoints in ``out``, optional early
-    stopping, CSV and TensorBoard logs."""
-    quiet_lightning()
-    return L.Trainer(
-        default_root_dir=out,
-        plugins=[AtomicCheckpointIO()],
-        max_epochs=seg.epochs,
-        accelerator=seg.accelerator,
-        devices="auto",
-        precision=seg.precision,
-        # CUDA has no deterministic bilinear-upsampling backward (FPN, DeepLabV3+ decoders): warn, not fail.
-        deterministic="warn",
-        callbacks=stage_callbacks(out, seg.monitor, seg.monitor_mode, seg.patience),
-        logger=stage_loggers(out),
-        log_every_n_steps=1,
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    # CUDA has no deterministic bilinear-upsampling backward (FPN, DeepLabV3+ decoders): warn, not fail.
+    return stage_trainer(out, seg, progress, deterministic="warn")
 
 
 @torch.no_grad()
