@@ -178,6 +178,9 @@ class SegmenterModule(L.LightningModule):
             group["lr"] = lr
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        # Anything drawing from the global generator (which a checkpoint does not restore) draws the
+        # same in a run resumed after a kill as in an uninterrupted one: seeded from (rank, step).
+        torch.manual_seed(hash((self.global_rank, self.global_step)) & 0x7FFF_FFFF)
         logits = self.model(batch["image"])
         loss = self.loss_fn(logits, batch["target"])
         n = len(logits)
