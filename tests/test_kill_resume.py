@@ -18,8 +18,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from medseg_weak.cli import main
-
 EXE = Path(sys.executable).parent / "medseg-weak"
 pytestmark = pytest.mark.slow
 
@@ -38,6 +36,13 @@ def kill_when(args: list[str], ready: Callable[[], bool], timeout: float = 600) 
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
+
+
+def cli(args: list[str]) -> None:
+    """Every run of these tests is a fresh process, as a user's rerun is: a run inside pytest would
+    inherit what earlier tests set (thread counts), and floating-point sums would differ in the last bit."""
+    result = subprocess.run([str(EXE), *args], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
@@ -65,12 +70,12 @@ def options(manifest: Path, *extra: str) -> list[str]:
 def test_classifier_with_dropout_and_group_dro_killed_after_an_epoch(synth_mammo, tmp_path):
     extra = ("classifier.epochs=4", "classifier.dropout=0.3", "classifier.surgery.rule=group_dro")
     args = ["train-classifier", *options(synth_mammo, *extra)]
-    assert main([*args, "--run-dir", str(tmp_path / "whole")]) == 0
+    cli([*args, "--run-dir", str(tmp_path / "whole")])
     killed = tmp_path / "killed"
     kill_when([*args, "--run-dir", str(killed)], lambda: (killed / "classifier" / "last.ckpt").is_file())
     state = json.loads((killed / "classifier" / "stage.json").read_text())
     assert not state["complete"]
-    assert main([*args, "--run-dir", str(killed)]) == 0
+    cli([*args, "--run-dir", str(killed)])
     state = json.loads((killed / "classifier" / "stage.json").read_text())
     assert state["complete"] and state["resumed_from_epoch"] >= 1  # epoch 0 was not trained again
     for name in ("last.ckpt", state["best_checkpoint"]):
@@ -79,12 +84,12 @@ def test_classifier_with_dropout_and_group_dro_killed_after_an_epoch(synth_mammo
 
 def test_a_truncated_last_checkpoint_is_never_resumed(synth_mammo, tmp_path):
     args = ["train-classifier", *options(synth_mammo, "classifier.epochs=2")]
-    assert main([*args, "--run-dir", str(tmp_path / "whole")]) == 0
+    cli([*args, "--run-dir", str(tmp_path / "whole")])
     killed = tmp_path / "killed"
     kill_when([*args, "--run-dir", str(killed)], lambda: (killed / "classifier" / "last.ckpt").is_file())
     last = killed / "classifier" / "last.ckpt"
     last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # what a kill mid-write would leave
-    assert main([*args, "--run-dir", str(killed)]) == 0
+    cli([*args, "--run-dir", str(killed)])
     state = json.loads((killed / "classifier" / "stage.json").read_text())
     assert state["resumed_from_epoch"] is None  # started over instead of loading half a file
     assert (killed / "classifier" / "last.ckpt.unreadable").is_file()
@@ -98,13 +103,13 @@ def test_cams_killed_mid_generation_finish_byte_for_byte(trained_run, tmp_path):
         runs[name] = tmp_path / name
         shutil.copytree(run_dir, runs[name], ignore=shutil.ignore_patterns("cams"))
     args = ["cams", "-q", "--evaluate", *overrides, "--set", "cams.batch_size=2"]
-    assert main([*args, "--run", str(runs["whole"])]) == 0
+    cli([*args, "--run", str(runs["whole"])])
     meta = runs["killed"] / "cams" / "meta"
     kill_when([*args, "--run", str(runs["killed"])], lambda: meta.is_dir() and len(os.listdir(meta)) >= 6)
     before = {p.name: p.stat().st_mtime_ns for p in meta.iterdir() if p.suffix == ".json"}
     total = len(os.listdir(runs["whole"] / "cams" / "meta"))
     assert 0 < len(before) < total
-    assert main([*args, "--run", str(runs["killed"])]) == 0
+    cli([*args, "--run", str(runs["killed"])])
     after = {p.name: p.stat().st_mtime_ns for p in meta.iterdir()}
     assert all(after[name] == stamp for name, stamp in before.items())  # finished images not redone
     for sub in ("cam", "mask", "overlay", "meta"):
@@ -124,12 +129,12 @@ def test_self_training_round_killed_resumes_to_identical_weights(synth_mammo, tm
         "segmenter.self_training_rounds=1",
     )
     args = ["pipeline", *options(synth_mammo, *extra)]
-    assert main([*args, "--run-dir", str(tmp_path / "whole")]) == 0
+    cli([*args, "--run-dir", str(tmp_path / "whole")])
     killed = tmp_path / "killed"
     # Killed twice: in the CAM-trained segmenter, then in the self-training round.
     for stage in ("segmenter", "segmenter_self1"):
         kill_when([*args, "--run-dir", str(killed)], (killed / stage / "last.ckpt").is_file)
-    assert main([*args, "--run-dir", str(killed)]) == 0
+    cli([*args, "--run-dir", str(killed)])
     for stage in ("segmenter", "segmenter_self1"):
         state = json.loads((killed / stage / "stage.json").read_text())
         assert state["complete"] and state["resumed_from_epoch"] >= 1, stage
