@@ -12,6 +12,7 @@ import lightning as L
 
 from medseg_weak.classify.module import ClassifierModule
 from medseg_weak.config import Config
+from medseg_weak.core.predict_loop import parse_devices
 from medseg_weak.data.datamodule import HospitalDataModule
 from medseg_weak.data.manifest import Manifest
 from medseg_weak.data.prepare import cache_dir
@@ -36,7 +37,7 @@ def make_datamodule(cfg: Config, manifest: Manifest, run: RunDir) -> HospitalDat
 
 def make_trainer(cfg: Config, out: Path, progress: bool = True) -> L.Trainer:
     c = cfg.classifier
-    devices: int | str = int(c.devices) if c.devices.isdigit() else c.devices
+    devices = parse_devices(c.devices)
     return stage_trainer(out, c, progress, devices=devices, strategy=c.strategy, deterministic=True)
 
 
