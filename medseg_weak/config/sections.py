@@ -13,46 +13,16 @@ for a member that is not selected is refused by the stage's validation instead o
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
+from medseg_weak.config.checks import Checked, fail, is_number
+from medseg_weak.config.validation import InterpretConfig, InvarianceConfig, QualityConfig
 from medseg_weak.errors import ConfigError
 
 
-def _fail(key: str, must: str, value: object) -> None:
-    raise ConfigError(f"'{key}' must be {must}; got {value!r}")
-
-
-def _number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-class _Checked:
-    """Helpers for ``__post_init__`` range checks that name the dotted key."""
-
-    KEY: ClassVar[str] = ""
-
-    def _check(self, name: str, ok: bool, must: str) -> None:
-        if not ok:
-            _fail(f"{self.KEY}.{name}", must, getattr(self, name))
-
-    def _range(self, name: str, low: float, high: float, *, low_open: bool = False) -> None:
-        v = getattr(self, name)
-        ok = _number(v) and (low < v if low_open else low <= v) and v <= high
-        self._check(name, ok, f"in {'(' if low_open else '['}{low:g}, {high:g}]")
-
-    def _at_least(self, name: str, low: float) -> None:
-        v = getattr(self, name)
-        self._check(name, _number(v) and v >= low, f">= {low:g}")
-
-    def _positive(self, name: str) -> None:
-        v = getattr(self, name)
-        self._check(name, _number(v) and v > 0, "> 0")
-
-
 @dataclass(frozen=True)
-class SynthConfig(_Checked):
+class SynthConfig(Checked):
     """The built-in benchmark: what ``medseg-weak synth`` generates when no manifest is given."""
 
     KEY: ClassVar[str] = "synth"
@@ -83,7 +53,7 @@ class SynthConfig(_Checked):
 
 
 @dataclass(frozen=True)
-class DataConfig(_Checked):
+class DataConfig(Checked):
     """Which images, how they are preprocessed, and how they are split."""
 
     KEY: ClassVar[str] = "data"
@@ -111,7 +81,7 @@ class DataConfig(_Checked):
 
 
 @dataclass(frozen=True)
-class SurgeryConfig(_Checked):
+class SurgeryConfig(Checked):
     """How per-hospital gradients are combined (``rule``) and that rule's hyper-parameters.
 
     A rule's parameter (``tau`` of and_mask, ``eta`` of group_dro) defaults to ``None``: the rule's
@@ -137,7 +107,7 @@ class SurgeryConfig(_Checked):
         self._at_least("diagnostics_every", 0)
         for name, rule in self.RULE_PARAMETERS.items():
             if getattr(self, name) is not None and self.rule != rule:
-                _fail(
+                fail(
                     f"{self.KEY}.{name}",
                     f"left unset: it is a setting of rule '{rule}', and the rule is '{self.rule}'",
                     getattr(self, name),
@@ -149,7 +119,7 @@ class SurgeryConfig(_Checked):
 
 
 @dataclass(frozen=True)
-class AugmentConfig(_Checked):
+class AugmentConfig(Checked):
     """Which augmentations run, and how strongly. Everything is off by default.
 
     ``flip`` flips images VERTICALLY (with probability 1/2 per image). Horizontal flips are never
@@ -192,7 +162,7 @@ class AugmentConfig(_Checked):
 
 
 @dataclass(frozen=True)
-class ClassifierConfig(_Checked):
+class ClassifierConfig(Checked):
     """Stage 1: the image-level classifier (density A-D, or a subset such as A vs D)."""
 
     KEY: ClassVar[str] = "classifier"
@@ -238,7 +208,7 @@ class ClassifierConfig(_Checked):
 
 
 @dataclass(frozen=True)
-class MaskRule(_Checked):
+class MaskRule(Checked):
     """How one CAM becomes a pseudo-mask (the ``cams.mask`` section of the run config).
 
     IRN's seeds (confident fg above 0.30, confident bg below 0.05 of a max-normalised CAM, the rest
@@ -282,7 +252,7 @@ class MaskRule(_Checked):
             v = getattr(self, name)
             if v is None and name in ("low", "high"):
                 continue
-            if not _number(v):
+            if not is_number(v):
                 problems.append(f"'{key}.{name}' must be a finite number; got {v!r}")
         for name in ("min_object_px", "opening_radius", "refine_band_px"):
             v = getattr(self, name)
@@ -314,7 +284,7 @@ class MaskRule(_Checked):
 
 
 @dataclass(frozen=True)
-class CamConfig(_Checked):
+class CamConfig(Checked):
     """Stage 2: class activation maps of the classifier, turned into pseudo-masks."""
 
     KEY: ClassVar[str] = "cams"
@@ -339,7 +309,7 @@ class CamConfig(_Checked):
 
 
 @dataclass(frozen=True)
-class SegmenterConfig(_Checked):
+class SegmenterConfig(Checked):
     """Stage 3: the segmentation network trained on the pseudo-masks (and optional self-training)."""
 
     KEY: ClassVar[str] = "segmenter"
@@ -416,7 +386,7 @@ class SegmenterConfig(_Checked):
         self._at_least("patience", 0)
         for label, (low, high) in self.size_prior.items():
             if not 0.0 <= low <= high <= 1.0:
-                _fail(f"{self.KEY}.size_prior.{label}", "[low, high] with 0 <= low <= high <= 1", [low, high])
+                fail(f"{self.KEY}.size_prior.{label}", "[low, high] with 0 <= low <= high <= 1", [low, high])
         self._at_least("size_weight", 0.0)
 
     def loss_parameters(self) -> dict[str, float]:
@@ -430,7 +400,7 @@ class SegmenterConfig(_Checked):
 
 
 @dataclass(frozen=True)
-class EvalConfig(_Checked):
+class EvalConfig(Checked):
     """Stage 4: scoring the test images. Only where and how Lightning's predict loop runs the
     segmenters: the scores do not depend on it, so the eval stage's fingerprint leaves it out."""
 
@@ -459,3 +429,6 @@ class Config:
     cams: CamConfig = field(default_factory=CamConfig)
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    interpret: InterpretConfig = field(default_factory=InterpretConfig)
+    invariance: InvarianceConfig = field(default_factory=InvarianceConfig)

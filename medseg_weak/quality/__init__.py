@@ -3,5 +3,5 @@ where the photograph is degraded, its data, EyeQ-style metrics, training, and ``
 classifier of the project.
 
 Submodules are imported by name (``medseg_weak.quality.model``, ...): this package file imports
-nothing, so ``medseg_weak.quality.config`` stays importable without torch.
+nothing. Its config section is ``medseg_weak.config.QualityConfig`` (``quality`` in a run's config).
 """

@@ -17,12 +17,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from medseg_weak.config.validation import MaskTarget
 from medseg_weak.data.cache import ArrayCache
 from medseg_weak.data.dataset import PreprocessedDataset
 from medseg_weak.data.manifest import Manifest, Record
 from medseg_weak.data.preprocess import Preprocessed, as_colour, preprocess_colour_fundus, preprocess_fundus  # noqa: F401 (re-exported)
 from medseg_weak.data.synthetic.fundus import DEGRADATIONS
-from medseg_weak.quality.config import MaskTarget
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ import difflib
 
 from torch import Tensor, nn
 
+from medseg_weak.config import QualityConfig
 from medseg_weak.core.weights import load_matching_weights
 from medseg_weak.errors import ConfigError
-from medseg_weak.quality.config import QualityConfig
 
 
 class QualityNet(nn.Module):

@@ -16,9 +16,8 @@ from torch import Tensor
 from torchmetrics.classification import MultilabelF1Score
 
 from medseg_weak.classify.module import stream_seed
-from medseg_weak.config import from_dict, to_dict
+from medseg_weak.config import QualityConfig, from_dict, to_dict
 from medseg_weak.core.schedules import cosine_lr
-from medseg_weak.quality.config import QualityConfig
 from medseg_weak.quality.data import COLOUR_FUNDUS, mask_channels
 from medseg_weak.quality.metrics import eyeq_by_domain, scalars
 from medseg_weak.quality.model import QualityNet

@@ -15,13 +15,12 @@ from typing import Any
 import lightning as L
 from torch.utils.data import DataLoader
 
-from medseg_weak.config import to_dict
+from medseg_weak.config import QualityConfig, to_dict
 from medseg_weak.data.cache import ArrayCache
 from medseg_weak.data.datamodule import EpochSeededSampler
 from medseg_weak.data.manifest import Manifest
 from medseg_weak.errors import InputError
 from medseg_weak.io_utils import atomic_write_text
-from medseg_weak.quality.config import QualityConfig
 from medseg_weak.quality.data import QualityDataset
 from medseg_weak.quality.model import load_encoder_weights
 from medseg_weak.quality.module import QualityModule

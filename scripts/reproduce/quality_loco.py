@@ -19,13 +19,12 @@ from pathlib import Path
 
 import torch
 
-from medseg_weak.config import SynthConfig
+from medseg_weak.config import QualityConfig, SynthConfig
 from medseg_weak.data.manifest import load_manifest
 from medseg_weak.data.splits import leave_one_domain_out
 from medseg_weak.data.synthetic import generate
 from medseg_weak.io_utils import atomic_write_text
 from medseg_weak.provenance import git_commit
-from medseg_weak.quality.config import QualityConfig
 from medseg_weak.quality.metrics import eyeq_metrics
 from medseg_weak.quality.train import fit_quality
 

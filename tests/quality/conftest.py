@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from medseg_weak.quality.config import QualityConfig
+from medseg_weak.config import QualityConfig
 
 #: A shallow UNet, as tests/segment uses: resnet18 stem and two stages, small decoder.
 TINY = {"encoder": "resnet18", "encoder_depth": 3, "decoder_channels": (16, 8, 8), "batch_size": 8}

@@ -7,9 +7,8 @@ import sys
 
 import pytest
 
-from medseg_weak.config import from_dict
+from medseg_weak.config import Config, QualityConfig, from_dict, load_config
 from medseg_weak.errors import ConfigError
-from medseg_weak.quality.config import QualityConfig
 
 
 def test_from_dict_and_defaults():
@@ -38,7 +37,22 @@ def test_bad_values_name_the_key(changes, key):
         QualityConfig(**changes)
 
 
+def test_the_run_config_holds_the_validation_sections(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "quality: {epochs: 3}\ninterpret: {methods: [gradcam]}\ninvariance: {transforms: [rotation]}\n"
+    )
+    cfg = load_config(path, ["invariance.images=8"])
+    assert cfg.quality.epochs == 3 and cfg.interpret.methods == ("gradcam",)
+    assert cfg.invariance.transforms == ("rotation",) and cfg.invariance.images == 8
+    assert Config().interpret.images == 64
+    with pytest.raises(ConfigError, match=r"'interpret\.images' must be"):
+        load_config(path, ["interpret.images=1"])
+    with pytest.raises(ConfigError, match=r"'invariance\.steps' must be"):
+        load_config(path, ["invariance.steps=1"])
+
+
 def test_config_module_is_torch_free():
-    code = "import sys, medseg_weak.quality.config; print('torch' in sys.modules)"
+    code = "import sys, medseg_weak.config; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
