@@ -305,3 +305,19 @@ def test_same_equivariance_needs_spatial_sets_and_feature_maps():
 def test_unknown_measure_and_bad_batch_size():
     _fails_before_forward("unknown invariance measure 'variance'.*Valid: anova", measure="variance")
     _fails_before_forward("'batch_size' must be an integer >= 1", batch_size=0)
+
+
+def test_default_layers_are_the_blocks_that_run_then_the_head():
+    from medseg_weak.classify.model import Classifier
+    from medseg_weak.config import QualityConfig
+    from medseg_weak.invariance.layers import default_layers
+    from medseg_weak.quality.model import QualityNet
+
+    layers = default_layers(Classifier.create("tiny_cnn", 1, 4), torch.rand(2, 1, 32, 32))
+    assert layers[0] == "backbone.body.0" and layers[-1] == "head"
+    quality = QualityNet(
+        QualityConfig(encoder="resnet18", encoder_depth=3, decoder_channels=(16, 8, 8)), 3, 2
+    )
+    layers = default_layers(quality, torch.rand(1, 3, 64, 64))
+    assert "unet.encoder.layer4" not in layers  # held by smp at depth 3, never run
+    assert layers[-2:] == ["unet.encoder.layer2", "unet.classification_head"]
