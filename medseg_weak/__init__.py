@@ -1,22 +1,27 @@
 """medseg-weak: weakly supervised medical image segmentation from image-level labels.
 
 ``import medseg_weak as mw`` gives one typed function per stage (``mw.train_classifier``,
-``mw.make_cams``, ``mw.train_segmenter``, ``mw.evaluate``, ``mw.run_pipeline``, ``mw.report``) and
-``mw.config`` to build a config; importing the package does not import torch.
+``mw.make_cams``, ``mw.train_segmenter``, ``mw.evaluate``, ``mw.run_pipeline``, ``mw.report``,
+``mw.train_quality``, ``mw.predict``, ``mw.interpret``, ``mw.invariance``) and ``mw.config`` to build a
+config; importing the package does not import torch.
 """
 
 import types
 from typing import Any
 
 from medseg_weak import evaluate as _evaluate_package
+from medseg_weak import interpret as _interpret_package
+from medseg_weak import invariance as _invariance_package
 from medseg_weak import report as _report_package
 from medseg_weak.api import (
     config,
     inspect,
     make_cams,
+    predict,
     run_config,
     run_pipeline,
     train_classifier,
+    train_quality,
     train_segmenter,
 )
 from medseg_weak.errors import ConfigError, InputError, MedsegError
@@ -26,7 +31,7 @@ __version__ = "0.1.0"
 
 class _CallableModule(types.ModuleType):
     """``mw.evaluate(run)`` is the API function and ``medseg_weak.evaluate`` the package of metrics
-    (likewise ``mw.report`` and ``medseg_weak.report``): Python binds the package to the attribute
+    (likewise ``report``, ``interpret`` and ``invariance``): Python binds the package to the attribute
     ``medseg_weak.<name>`` whenever it is imported, so the package forwards calls to
     ``medseg_weak.api.<name>`` instead of shadowing it."""
 
@@ -36,9 +41,11 @@ class _CallableModule(types.ModuleType):
         return getattr(api, self.__name__.rsplit(".", 1)[-1])(*args, **kwargs)
 
 
-_evaluate_package.__class__ = _CallableModule
-_report_package.__class__ = _CallableModule
+for _package in (_evaluate_package, _interpret_package, _invariance_package, _report_package):
+    _package.__class__ = _CallableModule
 evaluate = _evaluate_package
+interpret = _interpret_package
+invariance = _invariance_package
 report = _report_package
 
 __all__ = [
@@ -49,10 +56,14 @@ __all__ = [
     "config",
     "evaluate",
     "inspect",
+    "interpret",
+    "invariance",
     "make_cams",
+    "predict",
     "report",
     "run_config",
     "run_pipeline",
     "train_classifier",
+    "train_quality",
     "train_segmenter",
 ]

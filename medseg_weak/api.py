@@ -20,7 +20,11 @@ if TYPE_CHECKING:
     from medseg_weak.classify.stage import ClassifierResult
     from medseg_weak.evaluate.stage import EvalResult
     from medseg_weak.explain.stage import CamsResult
+    from medseg_weak.interpret.stage import InterpretStageResult
+    from medseg_weak.invariance.stage import InvarianceStageResult
     from medseg_weak.pipeline import RunOutcome
+    from medseg_weak.quality.predict import Predictions
+    from medseg_weak.quality.stage import QualityResult
     from medseg_weak.report.stage import ReportResult
     from medseg_weak.segment.stage import SegmenterResult
 
@@ -73,6 +77,124 @@ def train_classifier(
     c = _with(config(cfg, overrides), test_domain)
     outcome = run_plan(c, _run(c, run_dir), [ClassifierStage()], force=force, progress=progress)
     return outcome.results["classifier"]  # type: ignore[return-value]
+
+
+def train_quality(
+    cfg: ConfigLike = None,
+    overrides: Sequence[str] = (),
+    *,
+    run_dir: str | Path | None = None,
+    test_domain: str | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> QualityResult:
+    """Train the fundus quality model (Good / Usable / Reject + where degraded) into ``<run>/quality/``."""
+    from medseg_weak.pipeline import run_plan
+    from medseg_weak.quality.stage import QualityStage
+
+    c = _with(config(cfg, overrides), test_domain)
+    outcome = run_plan(c, _run(c, run_dir), [QualityStage()], force=force, progress=progress)
+    return outcome.results["quality"]  # type: ignore[return-value]
+
+
+def _validation_run(
+    run: str | Path, cfg: ConfigLike, overrides: Sequence[str], manifest: str | Path | None
+) -> tuple[Config, RunDir]:
+    """The config of a validation verb: the run's own (its data untouched: other images come as
+    ``manifest``), or for a new run directory ``cfg`` with ``manifest`` as its data."""
+    if (Path(run) / "config.yaml").is_file():
+        return run_config(run, overrides), RunDir(Path(run))
+    extra = [f"data.manifest={manifest}"] if manifest else []
+    return config(cfg, [*overrides, *extra]), RunDir(Path(run))
+
+
+def interpret(
+    run: str | Path,
+    overrides: Sequence[str] = (),
+    *,
+    cfg: ConfigLike = None,
+    checkpoint: str | Path | None = None,
+    manifest: str | Path | None = None,
+    random_labels: str | Path | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> InterpretStageResult:
+    """Faithfulness, localisation and sanity checks of the CAM methods (``interpret.*``) into
+    ``<run>/interpret/``: of the run's own model, or of ``checkpoint`` on ``manifest``'s images."""
+    from medseg_weak.interpret.stage import InterpretStage
+    from medseg_weak.pipeline import run_plan
+
+    c, root = _validation_run(run, cfg, overrides, manifest)
+    paths = [Path(p) if p else None for p in (checkpoint, manifest, random_labels)]
+    stage = InterpretStage(c, *paths)
+    outcome = run_plan(c, root, [stage], force=force, progress=progress, allow=("interpret",))
+    return outcome.results["interpret"]  # type: ignore[return-value]
+
+
+def invariance(
+    run: str | Path,
+    overrides: Sequence[str] = (),
+    *,
+    cfg: ConfigLike = None,
+    checkpoint: str | Path | None = None,
+    manifest: str | Path | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> InvarianceStageResult:
+    """Per-layer invariance to ``invariance.transforms`` (pooled and per hospital) and CAM
+    equivariance into ``<run>/invariance/``: of the run's own model, or of ``checkpoint``."""
+    from medseg_weak.invariance.stage import InvarianceStage
+    from medseg_weak.pipeline import run_plan
+
+    c, root = _validation_run(run, cfg, overrides, manifest)
+    paths = [Path(p) if p else None for p in (checkpoint, manifest)]
+    stage = InvarianceStage(c, *paths)
+    outcome = run_plan(c, root, [stage], force=force, progress=progress, allow=("invariance",))
+    return outcome.results["invariance"]  # type: ignore[return-value]
+
+
+def predict(
+    run: str | Path | None = None,
+    *,
+    checkpoint: str | Path | None = None,
+    manifest: str | Path | None = None,
+    images: str | Path | None = None,
+    out: str | Path | None = None,
+    batch_size: int = 32,
+    image_size: int | None = None,
+    progress: bool = True,
+) -> Predictions:
+    """Grade ``manifest``'s images or the image files under ``images`` with the run's model (its
+    quality model, else its classifier) or ``checkpoint``, into ``out`` (default
+    ``<run>/predict/predictions.csv``); unreadable images are listed in ``unreadable.csv``."""
+    from medseg_weak.data.manifest import load_manifest
+    from medseg_weak.errors import ConfigError
+    from medseg_weak.quality.predict import predict as grade
+
+    if (manifest is None) == (images is None):
+        raise ConfigError("predict: give exactly one of --manifest CSV or --images DIR")
+    if run is None and checkpoint is None:
+        raise ConfigError("predict: give --run (a trained run) or --checkpoint")
+    size = image_size
+    if checkpoint is None:
+        root = RunDir(Path(run))  # type: ignore[arg-type]
+        c = run_config(root.root)
+        size = size or c.data.image_size
+        checkpoint = _best_model(root)
+    target = Path(out) if out else (Path(run) / "predict" / "predictions.csv" if run else None)
+    if target is None:
+        raise ConfigError("predict: give --out FILE (no --run to write into)")
+    inputs = load_manifest(Path(manifest)) if manifest is not None else Path(images)  # type: ignore[arg-type]
+    return grade(checkpoint, inputs, target, batch_size=batch_size, progress=progress, image_size=size)
+
+
+def _best_model(root: RunDir) -> Path:
+    """The run's quality model's best checkpoint, else its classifier's."""
+    for stage in ("quality", "classifier"):
+        state = root.read_state(stage)
+        if state is not None and state.get("complete") and state.get("best_checkpoint"):
+            return root.stage(stage) / str(state["best_checkpoint"])
+    raise InputError(root.root, "holds no finished quality model or classifier; train one first")
 
 
 def make_cams(

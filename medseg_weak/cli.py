@@ -121,6 +121,48 @@ def build_parser() -> argparse.ArgumentParser:
     _common(train)
     train.set_defaults(func=cmd_train_classifier)
 
+    quality = verbs.add_parser(
+        "train-quality", help="train the fundus quality model: Good/Usable/Reject + where degraded"
+    )
+    quality.add_argument("--run-dir", type=Path, help="run directory (default: <runs_dir>/<name>)")
+    quality.add_argument("--test-domain", help="hold this camera out entirely (leave-one-camera-out)")
+    quality.add_argument("--force", action="store_true", help="discard outputs made by a different config")
+    _common(quality)
+    quality.set_defaults(func=cmd_train_quality)
+
+    pred = verbs.add_parser("predict", help="grade images with a trained classifier or quality model")
+    pred.add_argument("--run", type=Path, help="run directory (its quality model, else its classifier)")
+    pred.add_argument("--checkpoint", type=Path, help="a checkpoint of this project instead of the run's")
+    what = pred.add_mutually_exclusive_group(required=True)
+    what.add_argument("--manifest", type=Path, help="manifest CSV of the images to grade")
+    what.add_argument("--images", type=Path, help="folder of image files (PNG, JPEG, TIFF, DICOM)")
+    pred.add_argument("--out", type=Path, help="CSV to write (default: <run>/predict/predictions.csv)")
+    pred.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
+    pred.add_argument("--image-size", type=int, help="model input size (a classifier checkpoint alone)")
+    _common(pred)
+    pred.set_defaults(func=cmd_predict)
+
+    for verb, text in (
+        ("interpret", "faithfulness, localisation and sanity checks of CAM methods (into <run>/interpret/)"),
+        ("invariance", "per-layer invariance to transformations, per hospital, and CAM equivariance"),
+    ):
+        sub = verbs.add_parser(verb, help=text)
+        sub.add_argument("--run", type=Path, required=True, help="run directory (created if new)")
+        sub.add_argument("--checkpoint", type=Path, help="a checkpoint of this project instead of the run's")
+        sub.add_argument("--manifest", type=Path, help="images to use (all) instead of the test split")
+        if verb == "interpret":
+            sub.add_argument("--methods", help="comma-separated CAM methods (sets interpret.methods)")
+            sub.add_argument(
+                "--random-labels",
+                type=Path,
+                help="checkpoint trained on shuffled labels",
+            )
+        else:
+            sub.add_argument("--transforms", help="comma-separated transformation sets")
+        sub.add_argument("--force", action="store_true", help="discard outputs made by a different config")
+        _common(sub)
+        sub.set_defaults(func=cmd_interpret if verb == "interpret" else cmd_invariance)
+
     dg = verbs.add_parser(
         "dg-benchmark", help="leave-one-hospital-out: every held-out hospital x rule x seed"
     )
@@ -366,6 +408,116 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
         if f"{prefix}accuracy" in test:
             table.add_row(prefix.rstrip("/") or "all", *(f"{test[f'{prefix}{n}']:.3f}" for n in names))
     console.print(table)
+    return 0
+
+
+def cmd_train_quality(args: argparse.Namespace) -> int:
+    import medseg_weak as mw
+
+    result = mw.train_quality(
+        args.config,
+        args.overrides,
+        run_dir=args.run_dir,
+        test_domain=args.test_domain,
+        force=args.force,
+        progress=not args.quiet,
+    )
+    test = result.metrics.get("test", {})
+    table = Table(title=f"quality model test metrics ({result.folder})")
+    table.add_column("camera")
+    names = ("accuracy", "auroc", "f1_macro", "sensitivity_macro", "specificity_macro", "mask_dice")
+    for name in names:
+        table.add_column(name, justify="right")
+    for prefix in ["", *(f"{d}/" for d in result.metrics.get("domains", []))]:
+        if f"{prefix}accuracy" in test:
+            values = [test.get(f"{prefix}{n}") for n in names]
+            table.add_row(prefix.rstrip("/") or "all", *("-" if v is None else f"{v:.3f}" for v in values))
+    console.print(table)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import medseg_weak as mw
+
+    result = mw.predict(
+        args.run,
+        checkpoint=args.checkpoint,
+        manifest=args.manifest,
+        images=args.images,
+        out=args.out,
+        batch_size=args.batch_size,
+        image_size=args.image_size,
+        progress=not args.quiet,
+    )
+    console.print(f"graded {len(result.ids)} image(s) into {result.path}", markup=False, highlight=False)
+    if result.failed:
+        unreadable = result.path.with_name("unreadable.csv") if result.path else "unreadable.csv"
+        console.print(f"{len(result.failed)} could not be read; listed in {unreadable}", markup=False)
+    return 0
+
+
+def _list_override(key: str, value: str | None) -> list[str]:
+    from medseg_weak.classify.dg_benchmark import parse_list
+
+    return [f"{key}=[{','.join(parse_list(value))}]"] if value else []
+
+
+def cmd_interpret(args: argparse.Namespace) -> int:
+    import medseg_weak as mw
+
+    result = mw.interpret(
+        args.run,
+        [*args.overrides, *_list_override("interpret.methods", args.methods)],
+        cfg=args.config,
+        checkpoint=args.checkpoint,
+        manifest=args.manifest,
+        random_labels=args.random_labels,
+        force=args.force,
+        progress=not args.quiet,
+    )
+    table = Table(title=f"interpretability ({result.headline.get('images')} images, {result.folder})")
+    for column in (
+        "method",
+        "deletion_auc",
+        "insertion_auc",
+        "road_morf",
+        "pointing",
+        "relevance_mass",
+        "flags",
+    ):
+        table.add_column(column)
+    for method, entry in result.headline.get("methods", {}).items():
+        flags = []
+        if entry.get("flagged_no_better_than_random"):
+            flags.append("no better than random")
+        if entry.get("sanity", {}).get("passed") is False:
+            flags.append("fails sanity check")
+        cells = [
+            entry.get(m, {}).get("mean") for m in ("deletion_auc", "insertion_auc", "road_morf", "pointing")
+        ]
+        cells.append(entry.get("relevance_mass", {}).get("mean"))
+        table.add_row(method, *("-" if v is None else f"{v:.3f}" for v in cells), ", ".join(flags) or "-")
+    console.print(table)
+    return 0
+
+
+def cmd_invariance(args: argparse.Namespace) -> int:
+    import medseg_weak as mw
+
+    result = mw.invariance(
+        args.run,
+        [*args.overrides, *_list_override("invariance.transforms", args.transforms)],
+        cfg=args.config,
+        checkpoint=args.checkpoint,
+        manifest=args.manifest,
+        force=args.force,
+        progress=not args.quiet,
+    )
+    console.print((result.folder / "by_domain.md").read_text(), markup=False, highlight=False)
+    flagged = [m for m, stays in (result.summary_data.get("cam_stays_put") or {}).items() if stays]
+    if flagged:
+        console.print(f"CAM maps that stay put while the image moves: {', '.join(flagged)}", markup=False)
+    console.print(f"tables and plots in {result.folder}", markup=False, highlight=False)
     return 0
 
 

@@ -73,17 +73,28 @@ def prepare_config(cfg: Config) -> Config:
 
 
 def pipeline_plan(cfg: Config, has_truth: bool) -> list[Stage]:
-    """classifier -> cams -> segmenter (+ self-training rounds) [-> oracle -> eval, with ground truth]
-    -> report (the page of everything before it)."""
-    from medseg_weak.classify.stage import ClassifierStage
-    from medseg_weak.evaluate.stage import EvalStage
-    from medseg_weak.explain.stage import CamsStage
-    from medseg_weak.report.stage import ReportStage
-    from medseg_weak.segment.stage import SegmenterStage, segmenter_stages
+    """The data kind's chain, then the report (the page of everything before it).
 
-    plan: list[Stage] = [ClassifierStage(), CamsStage(evaluate=has_truth), *segmenter_stages(cfg)]
-    if has_truth:
-        plan += [SegmenterStage("truth"), EvalStage(cfg)]
+    ``segment`` (mammograms): classifier -> cams -> segmenter (+ self-training rounds) [-> oracle ->
+    eval, with ground truth]. ``quality`` (fundus photographs): the quality model -> its
+    interpretability -> its invariance."""
+    if get_kind(cfg.data.kind).chain == "quality":
+        from medseg_weak.interpret.stage import InterpretStage
+        from medseg_weak.invariance.stage import InvarianceStage
+        from medseg_weak.quality.stage import QualityStage
+
+        plan: list[Stage] = [QualityStage(), InterpretStage(cfg), InvarianceStage(cfg)]
+    else:
+        from medseg_weak.classify.stage import ClassifierStage
+        from medseg_weak.evaluate.stage import EvalStage
+        from medseg_weak.explain.stage import CamsStage
+        from medseg_weak.segment.stage import SegmenterStage, segmenter_stages
+
+        plan = [ClassifierStage(), CamsStage(evaluate=has_truth), *segmenter_stages(cfg)]
+        if has_truth:
+            plan += [SegmenterStage("truth"), EvalStage(cfg)]
+    from medseg_weak.report.stage import ReportStage
+
     return [*plan, ReportStage([s.name for s in plan])]
 
 
@@ -184,7 +195,7 @@ def _leave_one_out(
         plan = pipeline_plan(fold_cfg, summary.has_truth)
         results = runner.execute(plan, split_manifest(fold_cfg, full))
         outcome.folds[domain] = RunOutcome(fold, results, dict(runner.timings))
-    if summary.has_truth:
+    if summary.has_truth and get_kind(cfg.data.kind).chain == "segment":
         pooled = Runner(cfg, run, force=force, progress=progress, redo=redo)
         pooled_eval = PooledEvalStage(run, domains, list(full.labels))
         outcome.results = pooled.execute([pooled_eval, ReportStage(["eval"])], full)

@@ -181,8 +181,9 @@ class Runner:
         for i, stage in enumerate(plan, 1):
             log.info("stage %d/%d: %s (%s)", i, len(plan), stage.name, self.run.root)
             start = time.perf_counter()
-            result = self._run_one(stage, manifest)
-            self.timings[stage.name] = round(time.perf_counter() - start, 2)
+            result, ran = self._run_one(stage, manifest)
+            if ran:  # a skipped stage keeps the time it took when it ran
+                self.timings[stage.name] = round(time.perf_counter() - start, 2)
             self.write_timings()  # after each stage: later ones (the report) and interrupted runs see it
             results[stage.name] = result
             if not result.complete:
@@ -213,15 +214,16 @@ class Runner:
             relevant = {**relevant, "upstream": upstream}
         return relevant
 
-    def _run_one(self, stage: Stage, manifest: Any) -> StageResult:
+    def _run_one(self, stage: Stage, manifest: Any) -> tuple[StageResult, bool]:
+        """The stage's result, and whether it ran (False: complete already, loaded back)."""
         ctx = StageContext(self.cfg, manifest, self.run, stage.name, self.progress, self.force)
         relevant = self.fingerprint(stage)
         force = self.force or stage.name in self.redo
         if self.run.begin_stage(stage.name, relevant, force=force, redo=stage.name in self.redo):
             log.info("%s: complete and matching the config; skipped", ctx.out)
-            return stage.load(ctx)
+            return stage.load(ctx), False
         result = stage.run(ctx)
         if result.complete:
             digest = files_digest(result.key_files())
             self.run.complete_stage(stage.name, relevant, digest=digest, **result.summary())
-        return result
+        return result, True

@@ -21,7 +21,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "medseg_weak"
 BASE = {"errors", "registry", "io_utils", "config", "progress", "provenance", "tables", "rundir", "stages",
-        "stage_trainer", "core", "lock", "logs"}  # fmt: skip
+        "stage_trainer", "core", "lock", "logs", "lazy"}  # fmt: skip
 LAYERS = {
     "data": 1,
     "classify": 2,

@@ -43,6 +43,9 @@ class DataKind:
     domain_prefix: str  # the built-in benchmark names its domains <prefix>1..<prefix>n
     preprocess: Callable[..., Any]  # (Image, size) -> Preprocessed
     generate: Callable[..., Any]  # (out, SynthConfig, seed, progress) -> list[Record]
+    # what ``medseg-weak pipeline`` runs on it: ``segment`` (classifier -> CAMs -> UNet -> eval) or
+    # ``quality`` (the quality model -> interpretability -> invariance)
+    chain: str = "segment"
 
     def synthetic_domains(self, count: int) -> tuple[str, ...]:
         return tuple(f"{self.domain_prefix}{i + 1}" for i in range(count))
@@ -78,6 +81,7 @@ KINDS.register("fundus")(
         domain_prefix="C",  # cameras
         preprocess=_lazy("medseg_weak.data.preprocess", "preprocess_colour_fundus"),
         generate=_lazy("medseg_weak.data.synthetic", "fundus_records"),
+        chain="quality",
     )
 )
 

@@ -6,44 +6,29 @@ and scores them; it never imports segment, evaluate, pipeline or cli.
 
 from __future__ import annotations
 
-from medseg_weak.interpret.baselines import BASELINES, no_better_than_random
-from medseg_weak.interpret.faithfulness import (
-    REPLACEMENTS,
-    confidence_change,
-    curve_area,
-    perturbation_curves,
-)
-from medseg_weak.interpret.measure import DEFAULT_METHODS, interpret_classifier
-from medseg_weak.interpret.outputs import write_interpret_outputs
-from medseg_weak.interpret.results import METRICS, InterpretResult, MethodScores, headline, summary_table
-from medseg_weak.interpret.road import road_scores
-from medseg_weak.interpret.sanity import (
-    SANITY_THRESHOLD,
-    RandomisationResult,
-    cam_explainer,
-    cascading_randomisation,
-    data_randomisation,
-)
+from medseg_weak.lazy import lazy_exports
 
-__all__ = [
-    "BASELINES",
-    "DEFAULT_METHODS",
-    "METRICS",
-    "REPLACEMENTS",
-    "SANITY_THRESHOLD",
-    "InterpretResult",
-    "MethodScores",
-    "RandomisationResult",
-    "cam_explainer",
-    "cascading_randomisation",
-    "confidence_change",
-    "curve_area",
-    "data_randomisation",
-    "headline",
-    "interpret_classifier",
-    "no_better_than_random",
-    "perturbation_curves",
-    "road_scores",
-    "summary_table",
-    "write_interpret_outputs",
-]
+_EXPORTS = {
+    "BASELINES": "baselines",
+    "no_better_than_random": "baselines",
+    "REPLACEMENTS": "faithfulness",
+    "confidence_change": "faithfulness",
+    "curve_area": "faithfulness",
+    "perturbation_curves": "faithfulness",
+    "DEFAULT_METHODS": "measure",
+    "interpret_classifier": "measure",
+    "write_interpret_outputs": "outputs",
+    "METRICS": "results",
+    "InterpretResult": "results",
+    "MethodScores": "results",
+    "headline": "results",
+    "summary_table": "results",
+    "road_scores": "road",
+    "SANITY_THRESHOLD": "sanity",
+    "RandomisationResult": "sanity",
+    "cam_explainer": "sanity",
+    "cascading_randomisation": "sanity",
+    "data_randomisation": "sanity",
+}
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

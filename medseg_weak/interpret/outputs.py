@@ -20,17 +20,17 @@ import io
 import json
 import math
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from medseg_weak.core.figures import pyplot, save_figure
 from medseg_weak.explain.overlay import overlay
 from medseg_weak.interpret.results import METRICS, InterpretResult, headline, summary_table
-from medseg_weak.io_utils import atomic_write, atomic_write_text
+from medseg_weak.io_utils import atomic_write_text
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+    pass
 
 GALLERY_SIZE = 4
 
@@ -73,7 +73,7 @@ def per_image_csv(result: InterpretResult) -> str:
 
 
 def plot_curves(result: InterpretResult, path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
     x = np.linspace(0, 1, result.steps + 1)
     for scores in result.methods.values():
@@ -91,11 +91,11 @@ def plot_curves(result: InterpretResult, path: Path) -> Path:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"class {result.settings.get('score', 'score')}")
     axes[1].legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_randomisation(result: InterpretResult, path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
     for name, check in result.sanity.items():
         for ax, values in zip(axes, (check.spearman, check.ssim)):
@@ -109,7 +109,7 @@ def plot_randomisation(result: InterpretResult, path: Path) -> Path:
         ax.grid(alpha=0.3)
     axes[0].axhline(0.5, color="k", linewidth=0.8, linestyle="--")
     axes[1].legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def write_gallery(
@@ -119,7 +119,7 @@ def write_gallery(
 
     The panels are composited into one RGB array (one matplotlib axes per gallery, not one per
     panel: figures with dozens of axes took seconds each on the shared CPU)."""
-    plt = _pyplot()
+    plt = pyplot()
     scores = result.methods[method]
     auc = scores.metric("deletion_auc")
     order = np.argsort(auc, kind="stable")
@@ -146,7 +146,7 @@ def write_gallery(
     ax.imshow(grid, interpolation="nearest")
     ax.axis("off")
     ax.set_title(f"{method}: best / worst / random by deletion AUC (image | CAM + mask)", fontsize=9, pad=12)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _display(image: np.ndarray) -> np.ndarray:
@@ -154,23 +154,6 @@ def _display(image: np.ndarray) -> np.ndarray:
     shown = image[0] if image.shape[0] == 1 else np.moveaxis(image[:3], 0, -1)
     lo, hi = float(shown.min()), float(shown.max())
     return (shown - lo) / (hi - lo) if hi > lo else np.zeros_like(shown)
-
-
-def _pyplot() -> ModuleType:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    plt = _pyplot()
-    fig.tight_layout()
-    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
-    return Path(path)
 
 
 def _safe(name: str) -> str:

@@ -65,14 +65,28 @@ def cam_explainer(method: str, target_layer: str | None = None, batch_size: int 
     return explain
 
 
-def randomisable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Learnable layers (own weight of rank >= 2: conv, linear) in forward-registration order."""
+def randomisable_layers(model: nn.Module, sample: torch.Tensor | None = None) -> list[tuple[str, nn.Module]]:
+    """Learnable layers (own weight of rank >= 2: conv, linear) in forward-registration order.
+
+    With ``sample``, only the layers a forward of it runs through: randomising a branch the class
+    score never uses (the decoder of a UNet that also grades) cannot change a map and would look
+    like a failed check."""
     layers = []
     for name, module in model.named_modules():
         weight = module._parameters.get("weight")
         if weight is not None and weight.ndim >= 2 and callable(getattr(module, "reset_parameters", None)):
             layers.append((name, module))
-    return layers
+    if sample is None:
+        return layers
+    ran: set[str] = set()
+    handles = [m.register_forward_hook(lambda *_, n=n: ran.add(n)) for n, m in layers]
+    try:
+        with torch.no_grad():
+            model(sample[:1])
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [(n, m) for n, m in layers if n in ran]
 
 
 def cascading_randomisation(
@@ -90,7 +104,7 @@ def cascading_randomisation(
     """
     original = explain(model, images, targets) if original is None else original
     randomised = copy.deepcopy(model)
-    layers = randomisable_layers(randomised)
+    layers = randomisable_layers(randomised, images)
     if not layers:
         raise ConfigError(f"'{type(model).__name__}' has no conv or linear layer to randomise")
     steps, spearman, ssim = [], [], []

@@ -7,23 +7,17 @@ pass) and the registered transformation sets. CAM equivariance lives in
 
 from __future__ import annotations
 
-from medseg_weak.invariance.api import measure_invariance, measure_invariances
-from medseg_weak.invariance.measures import MEASURES
-from medseg_weak.invariance.result import InvarianceResult
-from medseg_weak.invariance.transforms import (
-    TRANSFORMATION_SETS,
-    Transformation,
-    TransformationSet,
-    make_transformation_set,
-)
+from medseg_weak.lazy import lazy_exports
 
-__all__ = [
-    "MEASURES",
-    "TRANSFORMATION_SETS",
-    "InvarianceResult",
-    "Transformation",
-    "TransformationSet",
-    "make_transformation_set",
-    "measure_invariance",
-    "measure_invariances",
-]
+_EXPORTS = {
+    "measure_invariance": "api",
+    "measure_invariances": "api",
+    "MEASURES": "measures",
+    "InvarianceResult": "result",
+    "TRANSFORMATION_SETS": "transforms",
+    "Transformation": "transforms",
+    "TransformationSet": "transforms",
+    "make_transformation_set": "transforms",
+}
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

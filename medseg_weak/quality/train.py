@@ -42,10 +42,12 @@ def fit_quality(
     num_workers: int = 0,
     progress: bool = True,
     callbacks: list[L.Callback] | None = None,
+    info: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Fit on ``train`` (selecting on ``val``), test the best checkpoint on ``test``; returns and writes
     ``out_dir/metrics.json`` (and ``predictions.csv`` for the test images).
 
+    ``info``: more entries for metrics.json (e.g. the held-out camera).
     ``train`` / ``val`` / ``test`` are manifests of those images (e.g. ``manifest.subset(...)`` of one
     split); their labels are the grades in class-index order. Restarted after an interruption with
     the same arguments, training continues from ``out_dir/last.ckpt``.
@@ -92,6 +94,7 @@ def fit_quality(
         "domains": domains,
         "mask_channels": list(module.mask_names) if module.train_masks else [],
         "config": to_dict(cfg),
+        **(info or {}),
     }
     if test is not None and len(test) > 0:
         test_set = dataset(test)
