@@ -132,7 +132,10 @@ def run_invariance_matrix(
     cfg: Config, run: RunDir, *, force: bool = False, progress: bool = True
 ) -> MatrixResult:
     """Train one classifier per training augmentation, measure each under every evaluation set, and
-    write ``<run>/matrix/matrix.{csv,md,png,json}``. ``force``: retrain and remeasure every row."""
+    write ``<run>/matrix/matrix.{csv,md,png,json}``.
+
+    ``force``: as everywhere in the project, discard outputs made by a different config (a row trained
+    otherwise is retrained); a retrained row's checkpoint changes, so its stored cells are remeasured."""
     cfg = resolve_kind_defaults(cfg)
     inv = cfg.invariance
     train_names, eval_names = tuple(inv.matrix_train), matrix_eval_names(cfg)
@@ -148,13 +151,13 @@ def run_invariance_matrix(
         manifest = prepare(cfg, run)
         summary = DataSummary(str(manifest.source), tuple(manifest.labels), tuple(manifest.domains), False)
         Runner.validate(stages, cfg, summary)
-        images, ids = test_images(cfg, run, restrict_classes(manifest, cfg.classifier.classes))
+        images, ids = matrix_images(cfg, run, restrict_classes(manifest, cfg.classifier.classes))
         rows = []
         for i, stage in enumerate(stages, 1):
             log.info("invariance matrix: row %d/%d, trained with %s", i, len(stages), stage.augment.name)
             result = Runner(cfg, run, force=force, progress=progress).execute([stage], manifest)[stage.name]
             assert isinstance(result, ClassifierResult)
-            rows.append(measure_row(cfg, run, stage, result, images, ids, layers, force, progress))
+            rows.append(measure_row(cfg, run, stage, result, images, ids, layers, progress))
         return write_matrix(cfg, run, train_names, eval_names, layers, ids, rows)
 
 
@@ -162,7 +165,7 @@ def augmentation(cfg: Config, name: str) -> TransformationAugment:
     return TransformationAugment(transformation_set(name, cfg.invariance.steps), cfg.seed)
 
 
-def test_images(cfg: Config, run: RunDir, manifest: Manifest) -> tuple[torch.Tensor, list[str]]:
+def matrix_images(cfg: Config, run: RunDir, manifest: Manifest) -> tuple[torch.Tensor, list[str]]:
     """The first ``invariance.images`` test images (0: all), taken in turn from each hospital, so a
     small sample still covers every test hospital; as one tensor [N, C, H, W] and their ids."""
     from medseg_weak.data.dataset import PreprocessedDataset
@@ -214,7 +217,6 @@ def measure_row(
     images: torch.Tensor,
     ids: list[str],
     layers: list[str],
-    force: bool,
     progress: bool,
 ) -> dict[str, Any]:
     """The row's cells, reusing those stored in row.json under the same settings and checkpoint.
@@ -231,7 +233,7 @@ def measure_row(
         "checkpoint": state.get("digest", ""),
     }
     path = run.stage(FOLDER) / stage.augment.name / "row.json"
-    stored = json.loads(path.read_text()) if path.is_file() and not force else {}
+    stored = json.loads(path.read_text()) if path.is_file() else {}
     cells = stored.get("cells", {}) if stored.get("fingerprint") == fingerprint else {}
     accuracy, scores = held_out_accuracy(cfg, result.metrics)
     model = None
