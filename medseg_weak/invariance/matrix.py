@@ -37,6 +37,7 @@ from medseg_weak.data.manifest import Manifest
 from medseg_weak.errors import ConfigError
 from medseg_weak.invariance.api import measure_invariance
 from medseg_weak.invariance.augment import TransformationAugment
+from medseg_weak.invariance.measures import MEASURES
 from medseg_weak.invariance.transforms import TRANSFORMATION_SETS, TransformationSet, make_transformation_set
 from medseg_weak.io_utils import atomic_write, atomic_write_text
 from medseg_weak.lock import RunLock
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 __all__ = ["MatrixClassifierStage", "MatrixResult", "matrix_eval_names", "run_invariance_matrix"]
 
 FOLDER = "matrix"
-TRAIN_KEY, EVAL_KEY = "invariance.matrix_train", "invariance.matrix_eval"
+TRAIN_KEY, EVAL_KEY, MEASURE_KEY = "invariance.matrix_train", "invariance.matrix_eval", "invariance.measure"
 ROW_VERSION = 1  # bump when a cell's value is computed differently, to invalidate stored rows
 
 
@@ -113,6 +114,22 @@ def check_names(names: Sequence[str], key: str, steps: int) -> None:
             raise ConfigError(f"'{key}': {err}") from None
 
 
+def check_measure(measure: str, evals: Sequence[str], steps: int) -> None:
+    """The measure's name, and spatial evaluation sets for a same-equivariance measure (it maps the
+    activations back by T^-1): found now, not after the first row has trained."""
+    if measure not in MEASURES:
+        raise ConfigError(
+            f"'{MEASURE_KEY}': unknown measure '{measure}'; valid: {', '.join(MEASURES.names())}"
+        )
+    if MEASURES.get(measure).same_equivariance:
+        flat = [name for name in evals if not transformation_set(name, steps).spatial]
+        if flat:
+            raise ConfigError(
+                f"'{MEASURE_KEY}' is '{measure}', a same-equivariance measure, which needs spatial sets; "
+                f"'{EVAL_KEY}' has {', '.join(flat)}. Use an invariance measure, or spatial sets only"
+            )
+
+
 def matrix_layers(cfg: Config) -> list[str]:
     """The layers measured, resolved on an untrained model of the configured architecture (the same
     names as the trained ones), so a mistyped layer fails before any training."""
@@ -141,6 +158,7 @@ def run_invariance_matrix(
     train_names, eval_names = tuple(inv.matrix_train), matrix_eval_names(cfg)
     check_names(train_names, TRAIN_KEY, inv.steps)
     check_names(eval_names, EVAL_KEY, inv.steps)
+    check_measure(inv.measure, eval_names, inv.steps)
     layers = matrix_layers(cfg)
     stages = [MatrixClassifierStage(augmentation(cfg, name)) for name in train_names]
     with RunLock(run.root):
@@ -233,7 +251,7 @@ def measure_row(
         "checkpoint": state.get("digest", ""),
     }
     path = run.stage(FOLDER) / stage.augment.name / "row.json"
-    stored = json.loads(path.read_text()) if path.is_file() else {}
+    stored = read_row(path)
     cells = stored.get("cells", {}) if stored.get("fingerprint") == fingerprint else {}
     accuracy, scores = held_out_accuracy(cfg, result.metrics)
     model = None
@@ -256,6 +274,15 @@ def measure_row(
         row = {"fingerprint": fingerprint, "cells": cells, "accuracy": accuracy, "test_accuracy": scores}
         atomic_write_text(path, json.dumps(_plain(row), indent=2) + "\n")
     return {"cells": cells, "accuracy": accuracy, "test_accuracy": scores}
+
+
+def read_row(path: Path) -> dict[str, Any]:
+    """A stored row.json, or {} if there is none or it cannot be read (then the row is remeasured)."""
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return stored if isinstance(stored, dict) else {}
 
 
 def finite_mean(values: Any) -> float:

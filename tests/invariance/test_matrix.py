@@ -161,17 +161,26 @@ def test_augmentation_is_seeded_by_step_and_moves_the_region():
 
 
 @pytest.mark.parametrize(
-    ("override", "key"),
+    ("override", "key", "valid"),
     [
-        ("invariance.matrix_train=[identity, rotaton]", "invariance.matrix_train"),
-        ("invariance.matrix_eval=[rotation, brightnes]", "invariance.matrix_eval"),
+        ("invariance.matrix_train=[identity, rotaton]", "invariance.matrix_train", "rotation"),
+        ("invariance.matrix_eval=[rotation, brightnes]", "invariance.matrix_eval", "brightness"),
+        ("invariance.measure=varianse", "invariance.measure", "normalized_variance"),
     ],
 )
-def test_an_unknown_transformation_fails_before_anything_is_written(tmp_path, override, key):
+def test_an_unknown_name_fails_before_anything_is_written(tmp_path, override, key, valid):
     run = RunDir(tmp_path / "run")
     with pytest.raises(ConfigError, match=re.escape(key)) as err:
         run_invariance_matrix(tiny_config(override), run, progress=False)
-    assert "valid:" in str(err.value) and "rotation" in str(err.value)
+    assert "valid:" in str(err.value) and valid in str(err.value)
+    assert not run.root.exists()
+
+
+def test_a_same_equivariance_measure_needs_spatial_sets(tmp_path):
+    run = RunDir(tmp_path / "run")
+    cfg = tiny_config("invariance.measure=normalized_variance_same_equivariance")
+    with pytest.raises(ConfigError, match=r"invariance\.matrix_eval.*brightness"):
+        run_invariance_matrix(cfg, run, progress=False)
     assert not run.root.exists()
 
 
