@@ -16,6 +16,7 @@ from medseg_weak import report as _report_package
 from medseg_weak.api import (
     config,
     inspect,
+    invariance_matrix,
     make_cams,
     predict,
     run_config,
@@ -58,6 +59,7 @@ __all__ = [
     "inspect",
     "interpret",
     "invariance",
+    "invariance_matrix",
     "make_cams",
     "predict",
     "report",

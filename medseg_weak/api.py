@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from medseg_weak.evaluate.stage import EvalResult
     from medseg_weak.explain.stage import CamsResult
     from medseg_weak.interpret.stage import InterpretStageResult
+    from medseg_weak.invariance.matrix import MatrixResult
     from medseg_weak.invariance.stage import InvarianceStageResult
     from medseg_weak.pipeline import RunOutcome
     from medseg_weak.quality.predict import Predictions
@@ -151,6 +152,24 @@ def invariance(
     stage = InvarianceStage(c, *paths)
     outcome = run_plan(c, root, [stage], force=force, progress=progress, allow=("invariance",))
     return outcome.results["invariance"]  # type: ignore[return-value]
+
+
+def invariance_matrix(
+    cfg: ConfigLike = None,
+    overrides: Sequence[str] = (),
+    *,
+    run_dir: str | Path | None = None,
+    test_domain: str | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> MatrixResult:
+    """The seed study's table: a classifier per training augmentation (``invariance.matrix_train``),
+    each measured under every evaluation transformation, into ``<run>/matrix/``; finished rows and
+    cells are reused."""
+    from medseg_weak.invariance.matrix import run_invariance_matrix
+
+    c = _with(config(cfg, overrides), test_domain)
+    return run_invariance_matrix(c, _run(c, run_dir), force=force, progress=progress)
 
 
 def predict(

@@ -163,6 +163,18 @@ def build_parser() -> argparse.ArgumentParser:
         _common(sub)
         sub.set_defaults(func=cmd_interpret if verb == "interpret" else cmd_invariance)
 
+    matrix = verbs.add_parser(
+        "invariance-matrix",
+        help="a classifier per training augmentation x every evaluation transformation (resumable)",
+    )
+    matrix.add_argument("--run-dir", type=Path, help="run directory (default: <runs_dir>/<name>)")
+    matrix.add_argument("--test-domain", help="hold this hospital out (its accuracy beside each row)")
+    matrix.add_argument("--train", help="comma-separated training augmentations (invariance.matrix_train)")
+    matrix.add_argument("--eval", help="comma-separated evaluation transformations (invariance.matrix_eval)")
+    matrix.add_argument("--force", action="store_true", help="discard outputs made by a different config")
+    _common(matrix)
+    matrix.set_defaults(func=cmd_invariance_matrix)
+
     dg = verbs.add_parser(
         "dg-benchmark", help="leave-one-hospital-out: every held-out hospital x rule x seed"
     )
@@ -518,6 +530,26 @@ def cmd_invariance(args: argparse.Namespace) -> int:
     if flagged:
         console.print(f"CAM maps that stay put while the image moves: {', '.join(flagged)}", markup=False)
     console.print(f"tables and plots in {result.folder}", markup=False, highlight=False)
+    return 0
+
+
+def cmd_invariance_matrix(args: argparse.Namespace) -> int:
+    import medseg_weak as mw
+
+    lists = [
+        *_list_override("invariance.matrix_train", args.train),
+        *_list_override("invariance.matrix_eval", args.eval),
+    ]
+    result = mw.invariance_matrix(
+        args.config,
+        [*args.overrides, *lists],
+        run_dir=args.run_dir,
+        test_domain=args.test_domain,
+        force=args.force,
+        progress=not args.quiet,
+    )
+    console.print(result.paths["md"].read_text(), markup=False, highlight=False)
+    console.print(f"matrix (CSV, Markdown, heatmap) in {result.folder}", markup=False, highlight=False)
     return 0
 
 

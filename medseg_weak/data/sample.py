@@ -19,20 +19,26 @@ log = logging.getLogger(__name__)
 
 
 def spread(records: Sequence[Record], n: int, seed: int = 0) -> list[Record]:
-    """``n`` records (0 or more than there are: all), taken in turn from each (hospital, label) group
-    so that a small sample still shows every hospital and class; in manifest order."""
+    """``n`` records (0 or more than there are: all), taken from each hospital in turn and, within a
+    hospital, from each label in turn, so that a small sample still shows every hospital and class
+    (and per-hospital statistics get as many images per hospital as possible); in manifest order."""
     if n <= 0 or n >= len(records):
         return list(records)
-    groups: dict[tuple[str, str], list[int]] = defaultdict(list)
-    for i, r in enumerate(records):
-        groups[(r.domain, r.label)].append(i)
     rng = np.random.default_rng(seed)
-    queues = [list(rng.permutation(members)) for _, members in sorted(groups.items())]
+    by_domain: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for i, r in enumerate(records):
+        by_domain[r.domain][r.label].append(i)
+    # one queue per hospital: its labels interleaved, each label's images in a seeded random order
+    queues = []
+    for _, labels in sorted(by_domain.items()):
+        shuffled = [list(rng.permutation(members)) for _, members in sorted(labels.items())]
+        queue = [int(q[k]) for k in range(max(map(len, shuffled))) for q in shuffled if k < len(q)]
+        queues.append(queue)
     chosen: list[int] = []
     while len(chosen) < n:
         for queue in queues:
             if queue and len(chosen) < n:
-                chosen.append(int(queue.pop(0)))
+                chosen.append(queue.pop(0))
     return [records[i] for i in sorted(chosen)]
 
 

@@ -5,6 +5,7 @@ test images, into ``<run>/invariance/`` (files: :mod:`medseg_weak.invariance.out
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from medseg_weak.interpret.stage import model_stage, test_sample
 from medseg_weak.stages import DataSummary, Stage, StageContext, StageResult, files_digest, stage_config
 
 INVARIANCE = "invariance"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,20 @@ def check_invariance(cfg: Config) -> None:
                 raise ConfigError(f"'{key}': {err}") from None
 
 
+def per_domain_groups(domains: tuple[str, ...]) -> list[str] | None:
+    """The hospital of each image, when there are several and each has the 2 images a standard
+    deviation over samples needs; else None (pooled only, with a logged note)."""
+    counts = {d: domains.count(d) for d in set(domains)}
+    if len(counts) < 2:
+        return None
+    small = sorted(d for d, c in counts.items() if c < 2)
+    if small:
+        log.warning("invariance: no per-hospital results (%s: fewer than 2 images); raise invariance.images",
+                    ", ".join(small))  # fmt: skip
+        return None
+    return list(domains)
+
+
 class InvarianceStage(Stage):
     """``checkpoint``: measure that model instead of the run's own (any kind ``predict`` knows);
     ``manifest``: its images (all of them) instead of the run's test split."""
@@ -99,7 +115,7 @@ class InvarianceStage(Stage):
         sample = test_sample(ctx, grader, icfg.images, self.manifest)
         model = grader.model.eval()
         layers = list(icfg.layers) or default_layers(model, sample.images)
-        groups = list(sample.domains) if icfg.per_domain and len(set(sample.domains)) > 1 else None
+        groups = per_domain_groups(sample.domains) if icfg.per_domain else None
         sets = transformation_sets(icfg.transforms, icfg.steps)
         results = {}
         for name, tset in zip(icfg.transforms, sets):

@@ -22,12 +22,13 @@ class ReportContext:
     manifest: Any  # medseg_weak.data.manifest.Manifest (split), or None where the run has none
     stages: tuple[str, ...]  # the finished stages whose outputs the page shows
     timings: dict[str, float] = field(default_factory=dict)  # this report's own, seconds per part
+    prefix: str = ""  # figure names of a nested run's sections start with it (no clash with the parent's)
 
     def has(self, stage: str) -> bool:
         return stage in self.stages
 
     def figure_path(self, name: str) -> Path:
-        path = self.out / "img" / name
+        path = self.out / "img" / f"{self.prefix}{name}"
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
@@ -36,7 +37,7 @@ class ReportContext:
         if not source.is_file():
             return None
         shutil.copyfile(source, self.figure_path(name))
-        return f"img/{name}"
+        return self.rel(self.figure_path(name))
 
     def rel(self, path: Path) -> str:
         return path.relative_to(self.out).as_posix()

@@ -40,8 +40,8 @@ def build_sections(ctx: ReportContext) -> list[Section]:
     sections = []
     for build in SECTIONS:
         start = time.perf_counter()
-        section = build(ctx)
-        if section is not None:
+        built = build(ctx)
+        for section in [built] if isinstance(built, Section) else built or []:
             sections.append(section)
             ctx.timings[section.id] = round(time.perf_counter() - start, 2)
     return sections

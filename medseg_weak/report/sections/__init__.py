@@ -6,14 +6,29 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from medseg_weak.report.context import ReportContext
-from medseg_weak.report.sections import classifier, data, folds, run, segmenter, weak_labels
+from medseg_weak.report.sections import (
+    classifier,
+    data,
+    folds,
+    interpret,
+    invariance,
+    nested,
+    quality,
+    run,
+    segmenter,
+    weak_labels,
+)
 from medseg_weak.report.views import Section
 
-SECTIONS: tuple[Callable[[ReportContext], Section | None], ...] = (
+SECTIONS: tuple[Callable[[ReportContext], Section | list[Section] | None], ...] = (
     run.build,
     data.build,
     classifier.build,
     weak_labels.build,
     segmenter.build,
+    quality.build,
+    interpret.build,
+    invariance.build,
     folds.build,
+    nested.build,
 )
