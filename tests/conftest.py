@@ -116,3 +116,32 @@ def interrupt_after_first_epoch(monkeypatch, module) -> Iterator[None]:
             yield
     finally:
         monkeypatch.setattr(module, "make_trainer", real)
+
+
+TINY_FUNDUS = {
+    "name": "fq",
+    "seed": 0,
+    "synth": {"kind": "fundus", "n_per_hospital": 8, "hospitals": 3, "size": 64},
+    "data": {"kind": "fundus", "image_size": 64, "val_fraction": 0.25, "test_fraction": 0.25},
+    "quality": {"encoder": "resnet18", "encoder_depth": 3, "decoder_channels": [16, 8, 8], "batch_size": 8,
+                "epochs": 1},
+    "interpret": {"methods": ["gradcam", "layercam"], "images": 6, "steps": 4, "gallery": 2},
+    "invariance": {"transforms": ["rotation", "brightness"], "steps": 3, "images": 6,
+                   "cam_methods": ["gradcam"]},
+}  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def fundus_run(tmp_path_factory) -> Path:
+    """The whole fundus chain (quality -> interpret -> invariance -> report), once, through the CLI."""
+    import yaml
+
+    from medseg_weak import cli
+    from medseg_weak.logs import reset_logging
+
+    root = tmp_path_factory.mktemp("fundus_chain")
+    config = root / "tiny.yaml"
+    config.write_text(yaml.safe_dump({**TINY_FUNDUS, "runs_dir": str(root / "runs")}))
+    assert cli.main(["pipeline", "--config", str(config), "-q"]) == 0
+    reset_logging()
+    return root / "runs" / "fq"

@@ -19,7 +19,7 @@ cp "$run/matrix/matrix.png" "$out/invariance_matrix.png"
   echo "# Invariance matrix on the built-in mammography benchmark"
   echo
   echo "Command: \`bash scripts/reproduce/invariance_matrix.sh\` (configs/demo.yaml, seed 0, H4 held out)  "
-  echo "Commit \`$(git rev-parse HEAD)\`, $(nproc) CPU cores, ${seconds} s (finished rows are reused on reruns).  "
+  echo "Commit \`$(git rev-parse HEAD)\`, $(nproc --all) CPU cores (${OMP_NUM_THREADS:-all} threads), ${seconds} s (finished rows are reused on reruns).  "
   echo "Cells: normalized variance (tmeasures' definition, lower = more invariant), mean over the layers"
   echo "listed in matrix.json; rows = augmentation in training, columns = transformation at evaluation."
   echo

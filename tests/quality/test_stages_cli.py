@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import yaml
@@ -16,34 +15,11 @@ from medseg_weak import cli
 from medseg_weak.errors import ConfigError, InputError
 from medseg_weak.logs import reset_logging
 
-TINY = {
-    "name": "fq",
-    "seed": 0,
-    "synth": {"kind": "fundus", "n_per_hospital": 8, "hospitals": 3, "size": 64},
-    "data": {"kind": "fundus", "image_size": 64, "val_fraction": 0.25, "test_fraction": 0.25},
-    "quality": {"encoder": "resnet18", "encoder_depth": 3, "decoder_channels": [16, 8, 8], "batch_size": 8,
-                "epochs": 1},
-    "interpret": {"methods": ["gradcam", "layercam"], "images": 6, "steps": 4, "gallery": 2},
-    "invariance": {"transforms": ["rotation", "brightness"], "steps": 3, "images": 6,
-                   "cam_methods": ["gradcam"]},
-}  # fmt: skip
-
 
 @pytest.fixture(autouse=True)
 def _reset_logging():
     yield
     reset_logging()
-
-
-@pytest.fixture(scope="module")
-def fundus_run(tmp_path_factory) -> Path:
-    """The whole fundus pipeline, once, through the CLI."""
-    root = tmp_path_factory.mktemp("fundus_chain")
-    config = root / "tiny.yaml"
-    config.write_text(yaml.safe_dump({**TINY, "runs_dir": str(root / "runs")}))
-    assert cli.main(["pipeline", "--config", str(config), "-q"]) == 0
-    reset_logging()
-    return root / "runs" / "fq"
 
 
 def test_pipeline_runs_the_fundus_chain_and_writes_every_output(fundus_run):

@@ -51,3 +51,18 @@ def read_page(path: Path) -> Page:
     parser = _Parser()
     parser.feed(path.read_text())
     return parser.page
+
+
+def unresolved(page_path: Path) -> list[str]:
+    """The page's pictures and links that do not resolve to a file beside it (or reach the network)."""
+    from urllib.parse import urlparse
+
+    page = read_page(page_path)
+    bad = []
+    for ref in [*page.images, *page.links]:
+        url = urlparse(ref)
+        if url.fragment and not url.path:
+            continue
+        if url.scheme or url.netloc or not (page_path.parent / url.path).is_file():
+            bad.append(ref)
+    return bad

@@ -41,10 +41,12 @@ def _visible_tiles(driver) -> list:
     return [t for t in driver.find_elements("css selector", "#gallery .tile") if t.is_displayed()]
 
 
-def test_report_opens_from_disk_filters_sorts_and_screenshots(report_run: Path, browser, tmp_path_factory):
+def test_report_opens_from_disk_filters_sorts_and_screenshots(
+    combined_report: Path, browser, tmp_path_factory
+):
     from selenium.webdriver.support.ui import Select
 
-    page = (report_run / "report" / "index.html").resolve()
+    page = (combined_report / "report" / "index.html").resolve()  # mammography + a nested fundus run
     browser.get(page.as_uri())
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors
@@ -53,7 +55,9 @@ def test_report_opens_from_disk_filters_sorts_and_screenshots(report_run: Path, 
     )
     assert broken == []
     sections = [s.get_attribute("id") for s in browser.find_elements("css selector", "section")]
-    assert {"run", "data", "weak-labels"} <= set(sections)
+    assert {"run", "data", "weak-labels", "fundus-quality", "fundus-interpret", "fundus-invariance"} <= set(
+        sections
+    )
 
     tiles = _visible_tiles(browser)
     hospitals = sorted({t.get_attribute("data-domain") for t in tiles})
