@@ -151,10 +151,7 @@ class SegmenterModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.cfg: SegmenterConfig = from_dict(SegmenterConfig, config, "segmenter")
-        # channels-last activations: oneDNN's convolutions on the CPU (and cuDNN's under mixed
-        # precision) run faster on them; measured 12% per UNet training step at 96 px on 2 CPU cores.
-        model = create_segmenter(self.cfg, load_encoder_weights=False)
-        self.model = model.to(memory_format=torch.channels_last)
+        self.model = create_segmenter(self.cfg, load_encoder_weights=False)
         self.loss_fn = build_loss(self.cfg)
         # Binary F1 over pixels is the Dice of the thresholded prediction, summed over the whole epoch
         # (not a mean of per-batch Dice); torchmetrics also syncs it across DDP ranks.
@@ -171,7 +168,7 @@ class SegmenterModule(L.LightningModule):
 
     def forward(self, x: Tensor) -> Tensor:
         """Foreground logits ``[B, 1, H, W]``."""
-        return self.model(x.contiguous(memory_format=torch.channels_last))
+        return self.model(x)
 
     def on_train_epoch_start(self) -> None:
         # Cosine learning rate as a pure function of the epoch (no scheduler state): a run resumed
