@@ -277,7 +277,30 @@ class ClassifierModule(L.LightningModule):
             )
 
     def on_validation_epoch_start(self) -> None:
+        if self.cfg.bn_stats == "pooled" and not self.trainer.sanity_checking:
+            self._recompute_bn_statistics()
         self._broadcast_buffers()
+
+    @torch.no_grad()
+    def _recompute_bn_statistics(self) -> None:
+        """Running BatchNorm statistics recomputed as the plain average over one pass of every
+        training hospital's images in manifest order (the same images, the same order, every epoch:
+        a resumed run recomputes what an unbroken one did)."""
+        norms = [m for m in self.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        data = getattr(self.trainer, "datamodule", None)
+        if not norms or data is None:
+            return
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative moving average: every batch counts alike
+        was_training = self.model.training
+        self.model.train()
+        for batch in data.loader(data.split("train"), shuffle=False):
+            self.model(batch["image"].to(self.device))
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        self.model.train(was_training)
 
     def on_train_end(self) -> None:
         self._broadcast_buffers()

@@ -180,6 +180,11 @@ class ClassifierConfig(Checked):
     monitor: str = "val/balanced_accuracy"
     monitor_mode: Literal["max", "min"] = "max"
     patience: int = 0  # early-stopping patience in epochs (0 = off)
+    # BatchNorm running statistics used for evaluation: ``running`` = updated by every training
+    # forward (one per hospital batch, so the last hospitals of a step weigh most); ``pooled`` =
+    # recomputed before each validation from one pass over every training hospital's images
+    # ("precise BN"), so evaluation normalises with statistics of the pooled training data.
+    bn_stats: Literal["running", "pooled"] = "running"
     accelerator: str = "auto"
     devices: str = "auto"
     strategy: str = "auto"
