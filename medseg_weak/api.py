@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from medseg_weak.config import Config, load_config
 from medseg_weak.errors import InputError
 from medseg_weak.rundir import RunDir
+from medseg_weak.stages import Stage, StageResult
 
 if TYPE_CHECKING:
     from medseg_weak.classify.stage import ClassifierResult
@@ -73,11 +74,8 @@ def train_classifier(
 ) -> ClassifierResult:
     """Train the density / quality classifier into ``<run>/classifier/``."""
     from medseg_weak.classify.stage import ClassifierStage
-    from medseg_weak.pipeline import run_plan
 
-    c = _with(config(cfg, overrides), test_domain)
-    outcome = run_plan(c, _run(c, run_dir), [ClassifierStage()], force=force, progress=progress)
-    return outcome.results["classifier"]  # type: ignore[return-value]
+    return _train(ClassifierStage(), cfg, overrides, run_dir, test_domain, force, progress)  # type: ignore[return-value]
 
 
 def train_quality(
@@ -90,12 +88,26 @@ def train_quality(
     progress: bool = True,
 ) -> QualityResult:
     """Train the fundus quality model (Good / Usable / Reject + where degraded) into ``<run>/quality/``."""
-    from medseg_weak.pipeline import run_plan
     from medseg_weak.quality.stage import QualityStage
 
+    return _train(QualityStage(), cfg, overrides, run_dir, test_domain, force, progress)  # type: ignore[return-value]
+
+
+def _train(
+    stage: Stage,
+    cfg: ConfigLike,
+    overrides: Sequence[str],
+    run_dir: str | Path | None,
+    test_domain: str | None,
+    force: bool,
+    progress: bool,
+) -> StageResult:
+    """One model-training stage in its run directory (made from the config, or ``run_dir``)."""
+    from medseg_weak.pipeline import run_plan
+
     c = _with(config(cfg, overrides), test_domain)
-    outcome = run_plan(c, _run(c, run_dir), [QualityStage()], force=force, progress=progress)
-    return outcome.results["quality"]  # type: ignore[return-value]
+    outcome = run_plan(c, _run(c, run_dir), [stage], force=force, progress=progress)
+    return outcome.results[stage.name]
 
 
 def _validation_run(

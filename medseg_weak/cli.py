@@ -399,52 +399,42 @@ def cmd_data_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train_classifier(args: argparse.Namespace) -> int:
-    import medseg_weak as mw
-
-    result = mw.train_classifier(
-        args.config,
-        args.overrides,
-        run_dir=args.run_dir,
-        test_domain=args.test_domain,
-        force=args.force,
-        progress=not args.quiet,
-    )
-    table = Table(title=f"classifier test metrics ({result.folder})")
-    table.add_column("hospital")
-    names = ("accuracy", "balanced_accuracy", "auroc", "f1", "kappa")
+def _metrics_table(title: str, first: str, metrics: dict, names: tuple[str, ...]) -> Table:
+    """Test metrics per hospital / camera (rows) from a stage's metrics.json."""
+    test = metrics.get("test", {})
+    table = Table(title=title)
+    table.add_column(first)
     for name in names:
         table.add_column(name, justify="right")
-    test = result.metrics["test"]
-    for prefix in ["", *(f"{d}/" for d in result.metrics["domains"])]:
-        if f"{prefix}accuracy" in test:
-            table.add_row(prefix.rstrip("/") or "all", *(f"{test[f'{prefix}{n}']:.3f}" for n in names))
-    console.print(table)
-    return 0
-
-
-def cmd_train_quality(args: argparse.Namespace) -> int:
-    import medseg_weak as mw
-
-    result = mw.train_quality(
-        args.config,
-        args.overrides,
-        run_dir=args.run_dir,
-        test_domain=args.test_domain,
-        force=args.force,
-        progress=not args.quiet,
-    )
-    test = result.metrics.get("test", {})
-    table = Table(title=f"quality model test metrics ({result.folder})")
-    table.add_column("camera")
-    names = ("accuracy", "auroc", "f1_macro", "sensitivity_macro", "specificity_macro", "mask_dice")
-    for name in names:
-        table.add_column(name, justify="right")
-    for prefix in ["", *(f"{d}/" for d in result.metrics.get("domains", []))]:
+    for prefix in ["", *(f"{d}/" for d in metrics.get("domains", []))]:
         if f"{prefix}accuracy" in test:
             values = [test.get(f"{prefix}{n}") for n in names]
             table.add_row(prefix.rstrip("/") or "all", *("-" if v is None else f"{v:.3f}" for v in values))
-    console.print(table)
+    return table
+
+
+def cmd_train_classifier(args: argparse.Namespace) -> int:
+    names = ("accuracy", "balanced_accuracy", "auroc", "f1", "kappa")
+    return _train(args, "train_classifier", "classifier", "hospital", names)
+
+
+def cmd_train_quality(args: argparse.Namespace) -> int:
+    names = ("accuracy", "auroc", "f1_macro", "sensitivity_macro", "specificity_macro", "mask_dice")
+    return _train(args, "train_quality", "quality model", "camera", names)
+
+
+def _train(args: argparse.Namespace, function: str, what: str, first: str, names: tuple[str, ...]) -> int:
+    import medseg_weak as mw
+
+    result = getattr(mw, function)(
+        args.config,
+        args.overrides,
+        run_dir=args.run_dir,
+        test_domain=args.test_domain,
+        force=args.force,
+        progress=not args.quiet,
+    )
+    console.print(_metrics_table(f"{what} test metrics ({result.folder})", first, result.metrics, names))
     return 0
 
 

@@ -69,6 +69,23 @@ class StageResult:
         return []
 
 
+@dataclass(frozen=True)
+class TrainedModelResult(StageResult):
+    """A stage that trains a model (classifier, quality model): its best checkpoint and metrics.json."""
+
+    best_checkpoint: Path
+    metrics: dict[str, Any] = field(
+        default_factory=dict
+    )  # metrics.json: test metrics, overall and per domain
+
+    def summary(self) -> dict[str, Any]:
+        keys = ("best_score", "resumed_from_epoch")
+        return {"best_checkpoint": self.best_checkpoint.name, **{k: self.metrics.get(k) for k in keys}}
+
+    def key_files(self) -> list[Path]:
+        return [self.best_checkpoint]
+
+
 @dataclass
 class StageContext:
     """What a running stage sees: the config, the split manifest, its run directory and folder."""

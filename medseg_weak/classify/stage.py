@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,26 +19,14 @@ from medseg_weak.config import Config
 from medseg_weak.errors import ConfigError, InputError, RegistryError
 from medseg_weak.io_utils import atomic_write_text
 from medseg_weak.stage_trainer import fit_resumable
-from medseg_weak.stages import DataSummary, Stage, StageContext, StageResult, stage_config
+from medseg_weak.stages import DataSummary, Stage, StageContext, TrainedModelResult, stage_config
 
 log = logging.getLogger(__name__)
 METRICS = ("accuracy", "balanced_accuracy", "auroc", "f1", "kappa")  # scalar metrics, logged per split
 
 
 @dataclass(frozen=True)
-class ClassifierResult(StageResult):
-    best_checkpoint: Path
-    metrics: dict[str, Any] = field(
-        default_factory=dict
-    )  # metrics.json: test metrics, overall and per hospital
-
-    def summary(self) -> dict[str, Any]:
-        keys = ("best_score", "resumed_from_epoch")
-        return {"best_checkpoint": self.best_checkpoint.name, **{k: self.metrics.get(k) for k in keys}}
-
-    def key_files(self) -> list[Path]:
-        return [self.best_checkpoint]
-
+class ClassifierResult(TrainedModelResult):
     def load_model(self) -> Any:
         """The trained ``ClassifierModule`` in eval mode, on the CPU."""
         from medseg_weak.classify.module import ClassifierModule

@@ -7,29 +7,19 @@ Its lifecycle (skip, resume from last.ckpt, refuse another config) is the runner
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from medseg_weak.config import Config
 from medseg_weak.errors import ConfigError, InputError
-from medseg_weak.stages import DataSummary, Stage, StageContext, StageResult, stage_config
+from medseg_weak.stages import DataSummary, Stage, StageContext, TrainedModelResult, stage_config
 
 QUALITY = "quality"
 
 
 @dataclass(frozen=True)
-class QualityResult(StageResult):
-    best_checkpoint: Path
-    metrics: dict[str, Any] = field(default_factory=dict)  # metrics.json: EyeQ test metrics per camera
-
-    def summary(self) -> dict[str, Any]:
-        keys = ("best_score", "resumed_from_epoch")
-        return {"best_checkpoint": self.best_checkpoint.name, **{k: self.metrics.get(k) for k in keys}}
-
-    def key_files(self) -> list[Path]:
-        return [self.best_checkpoint]
-
+class QualityResult(TrainedModelResult):
     def load_model(self) -> Any:
         """The trained ``QualityModule`` in eval mode, on the CPU."""
         from medseg_weak.quality.module import QualityModule
