@@ -544,10 +544,11 @@ def cmd_invariance_matrix(args: argparse.Namespace) -> int:
 
 
 def cmd_dg_benchmark(args: argparse.Namespace) -> int:
-    from medseg_weak.classify.dg_benchmark import parse_list, run_dg_benchmark, summary_path
+    from medseg_weak.classify.dg_benchmark import check_arguments, parse_list, run_dg_benchmark, summary_path
     from medseg_weak.rundir import RunDir
 
     cfg = resolve_config(args)
+    check_arguments(parse_list(args.rules), args.seeds, args.selection)  # before the run directory exists
     run = RunDir.for_config(cfg, args.run_dir)
     run.write_provenance(cfg)
     run_dg_benchmark(
@@ -567,16 +568,15 @@ def cmd_dg_benchmark(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from medseg_weak.classify.dg_benchmark import parse_list
-    from medseg_weak.classify.search import parse_floats, run_search
+    from medseg_weak.classify.search import check_candidates, parse_floats, run_search
     from medseg_weak.rundir import RunDir
 
     cfg = resolve_config(args)
+    backbones, lrs = parse_list(args.backbones), parse_floats(args.lr, "--lr")
+    check_candidates(cfg, backbones, lrs)  # before the run directory exists
     run = RunDir.for_config(cfg, args.run_dir)
     run.write_provenance(cfg)
-    backbones = parse_list(args.backbones)
-    run_search(
-        cfg, run, backbones, parse_floats(args.lr, "--lr"), halving=args.halving, progress=not args.quiet
-    )
+    run_search(cfg, run, backbones, lrs, halving=args.halving, progress=not args.quiet)
     out = run.stage("search")
     console.print((out / "ranking.md").read_text(), markup=False, highlight=False)
     console.print(

@@ -70,6 +70,7 @@ CASES = [
     ("dg-benchmark --set data.manifest={manifest} --rules erm,bogus --run-dir {out}", "bogus"),
     ("dg-benchmark --set data.manifest={manifest} --seeds 0 --run-dir {out}", "--seeds"),
     ("search --set data.manifest={manifest} --backbones nope_net --run-dir {out}", "nope_net"),
+    ("search --set data.manifest={manifest} --lr abc --run-dir {out}", "--lr"),
 ]
 
 
@@ -89,3 +90,5 @@ def test_bad_input_is_one_clear_error_line(tiny_manifest, tmp_path, capsys, comm
     assert named.format(**files) in last, last
     if "broken_run" in command:
         assert (tmp_path / "broken_run" / "classifier" / "stage.json").read_text() == "{ hand-edited"
+    if command.startswith(("dg-benchmark", "search")):  # refused before the run directory is made
+        assert not Path(files["out"]).exists()

@@ -28,6 +28,15 @@ from medseg_weak.tables import Table
 log = logging.getLogger(__name__)
 
 
+def check_arguments(rules: Sequence[str], seeds: int, selection: str) -> None:
+    """The benchmark's own arguments, checked before anything is written or trained."""
+    for rule in rules:
+        RULES.get(rule)  # lists the valid rules
+    SELECTION.get(selection)
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1; got {seeds}")
+
+
 def run_config(cfg: Config, rule: str, test_domain: str, seed: int) -> Config:
     classifier = dataclasses.replace(
         cfg.classifier, surgery=dataclasses.replace(cfg.classifier.surgery, rule=rule)
@@ -48,11 +57,7 @@ def run_dg_benchmark(
 ) -> Table:
     """Train every (held-out hospital, rule, seed); write results.jsonl and the tables; return the
     table of ``selection``."""
-    for rule in rules:
-        RULES.get(rule)  # fail before hours of training, listing the valid rules
-    SELECTION.get(selection)
-    if seeds < 1:
-        raise ConfigError(f"--seeds must be at least 1; got {seeds}")
+    check_arguments(rules, seeds, selection)
     # The data set is fixed by the base seed; trial seeds vary splits, initialisation and batches.
     base = restrict_classes(resolve_manifest(cfg, run), cfg.classifier.classes)
     domains = list(domains or base.domains)

@@ -50,6 +50,16 @@ class Result:
     test: dict
 
 
+def check_candidates(cfg: Config, backbones: Sequence[str], lrs: Sequence[float]) -> None:
+    """Every candidate buildable, checked before anything is written or trained."""
+    if not backbones or not lrs:
+        raise ConfigError("search needs at least one backbone (--backbones) and one learning rate (--lr)")
+    from medseg_weak.classify.backbones import create_backbone
+
+    for backbone in backbones:
+        create_backbone(backbone, cfg.classifier.in_channels or 1)  # fail now on a typo, not after hours
+
+
 def run_search(
     cfg: Config,
     run: RunDir,
@@ -59,12 +69,7 @@ def run_search(
     progress: bool = True,
 ) -> list[Result]:
     """Train the candidates; return the final ranking (best first) and write it under ``search/``."""
-    if not backbones or not lrs:
-        raise ConfigError("search needs at least one backbone (--backbones) and one learning rate (--lr)")
-    from medseg_weak.classify.backbones import create_backbone
-
-    for backbone in backbones:
-        create_backbone(backbone, cfg.classifier.in_channels or 1)  # fail now on a typo, not after hours
+    check_candidates(cfg, backbones, lrs)
     higher_is_better = cfg.classifier.monitor_mode == "max"
     manifest = prepare(cfg, run)
     alive = [Candidate(b, lr) for b, lr in itertools.product(backbones, lrs)]
