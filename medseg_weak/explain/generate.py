@@ -136,14 +136,7 @@ def generate_cams(
     c = cfg.cams
     trainer = predict_trainer(c, default_root_dir=out)
     owned = [i for i in range(len(dataset)) if shard.owns(i)]
-    done = {i for i in owned if _done(out, dataset.records[i])}
-    todo = [i for i in owned if i not in done]
-    # A resumed run recomputes whole batches of the uninterrupted run's batch grid (writing only the
-    # images it lacks): the same images in the same batches give bit-identical CAMs, whereas a grid
-    # shifted by the images already done changes batch sizes and with them the float rounding.
-    size = c.batch_size
-    batches = [owned[k : k + size] for k in range(0, len(owned), size)]
-    positions = [i for batch in batches if any(j not in done for j in batch) for i in batch]
+    todo = [i for i in owned if not _done(out, dataset.records[i])]
     # All ranks must split the same list, so none may write before every rank has listed: the ranks'
     # rendezvous in trainer.predict ensures it, or this barrier when a process group already exists
     # (the classifier trained under DDP in the same processes).
@@ -154,12 +147,12 @@ def generate_cams(
             trainer.callbacks.append(_Advance(progress))
     if todo:
         loader = DataLoader(
-            _CamItems(dataset, positions),
-            batch_size=size,
+            _CamItems(dataset, todo),
+            batch_size=c.batch_size,
             num_workers=cfg.data.num_workers,
             collate_fn=_collate,
         )
-        writer = CamWriter(module.model, c, target, labels, dataset.records, out, evaluate, done)
+        writer = CamWriter(module.model, c, target, labels, dataset.records, out, evaluate)
         trainer.predict(writer, loader, return_predictions=False)
     # Every rank's meta files exist before the index is read. (Nothing to do: no loop, no process group,
     # and each rank may take itself for rank 0; they then write the same index, atomically.)
@@ -182,10 +175,8 @@ class CamWriter(L.LightningModule):
         records: list[Record],
         out: Path,
         evaluate: bool,
-        done: set[int] | frozenset[int] = frozenset(),
     ) -> None:
         super().__init__()
-        self.done = done  # positions whose files exist: computed with their batch, never rewritten
         self.model = model
         self.cam_cfg = cam_cfg
         self.target = target
@@ -207,17 +198,13 @@ class CamWriter(L.LightningModule):
                 batch_size=c.batch_size,
                 aug_smooth=c.aug_smooth,
             )
-        written = 0
         for i, arrays, geometry, cam in zip(
             batch["position"], batch["arrays"], batch["geometry"], cams.float().cpu().numpy()
         ):
-            if i in self.done:
-                continue
             _write_image_outputs(
                 self.out, c, self.records[i], arrays, geometry, cam, self.labels, self.evaluate
             )
-            written += 1
-        return written
+        return len(batch["position"])
 
 
 class _CamItems(Dataset):
