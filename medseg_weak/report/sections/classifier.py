@@ -41,13 +41,26 @@ def metrics_blocks(ctx: ReportContext, folder: Path, prefix: str = "") -> list[A
     held_out = metrics.get("test_domain")
     title = "test metrics per hospital" + (f" ({held_out} held out)" if held_out else "")
     blocks: list[Any] = [plain_table(title, ["hospital", *METRICS, "n"], rows)]
-    for name, key in groups:
+    return blocks + confusion_figures(ctx, test, labels, groups, f"{prefix}confusion_", "test images")
+
+
+def confusion_figures(
+    ctx: ReportContext,
+    test: dict[str, Any],
+    labels: list[str],
+    groups: list[tuple[str, str]],
+    name: str,
+    what: str,
+) -> list[Figure]:
+    """A confusion-matrix figure per (group, metrics key prefix) whose metrics hold one."""
+    figures = []
+    for group, key in groups:
         matrix = test.get(f"{key}confusion")
         if matrix:
-            out = ctx.figure_path(f"{prefix}confusion_{name}.png")
-            plots.confusion_matrix(matrix, labels, f"{name} (test)", out)
-            blocks.append(Figure(ctx.rel(out), f"confusion matrix, {name} test images"))
-    return blocks
+            out = ctx.figure_path(f"{name}{group}.png")
+            plots.confusion_matrix(matrix, labels, f"{group} (test)", out)
+            figures.append(Figure(ctx.rel(out), f"confusion matrix, {group} {what}"))
+    return figures
 
 
 def build(ctx: ReportContext) -> Section | None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from medseg_weak.report import plots
 from medseg_weak.report.context import ReportContext
+from medseg_weak.report.sections.classifier import confusion_figures
 from medseg_weak.report.views import Figure, Section, plain_table
 
 METRICS = (
@@ -35,12 +36,7 @@ def build(ctx: ReportContext) -> Section | None:
     per_grade = ("f1", "sensitivity", "precision", "specificity", "auroc")
     per_class = [[c, *(test.get(f"{m}_{c}") for m in per_grade)] for c in labels]
     blocks.append(plain_table("per grade (all test images)", ["grade", *per_grade], per_class))
-    for name, key in groups:
-        matrix = test.get(f"{key}confusion")
-        if matrix:
-            out = ctx.figure_path(f"quality_confusion_{name}.png")
-            plots.confusion_matrix(matrix, labels, f"{name} (test)", out)
-            blocks.append(Figure(ctx.rel(out), f"confusion matrix, {name} test photographs"))
+    blocks += confusion_figures(ctx, test, labels, groups, "quality_confusion_", "test photographs")
     curves = plots.training_curves(
         folder / "logs" / "metrics.csv", ctx.figure_path("quality_curves.png"), "quality"
     )
