@@ -56,6 +56,7 @@ def compute_cams(
     fast: bool = True,
     aug_smooth: bool = False,
     reshape_transform: ReshapeTransform | None = None,
+    fixed_batches: bool = False,
 ) -> torch.Tensor:
     """CAMs of ``images`` ``[B, C, H, W]``: ``[B, H, W]`` float32 in [0, 1] on the model's device.
 
@@ -67,6 +68,10 @@ def compute_cams(
     and re-normalise; ``len(AUG_SMOOTH_VIEWS)`` times the cost.
     ``reshape_transform``: maps the target layer's output (and its gradient) to ``[B, C, h, w]``, e.g.
     :func:`vit_reshape_transform` for ViT tokens ``[B, N, C]``.
+    ``fixed_batches``: every forward takes exactly ``batch_size`` images (the last chunk padded with
+    copies of its last image, whose CAMs are dropped). CPU convolution kernels round differently at
+    different batch sizes (one float16 step after the CAM is stored), so only then is an image's CAM
+    independent of how many images shared its call: a resumed run must end byte-identical.
     """
     spec = CAM_METHODS.get(method)
     if batch_size < 1:
@@ -83,8 +88,14 @@ def compute_cams(
         else None
     )
     class_ids = _resolve_targets(targets, images.shape[0])
-    if images.shape[0] == 0:
-        return torch.zeros(images.shape[0], *images.shape[-2:], device=device)
+    n = images.shape[0]
+    if n == 0:
+        return torch.zeros(n, *images.shape[-2:], device=device)
+    if fixed_batches and n % batch_size:
+        pad = batch_size - n % batch_size
+        images = torch.cat([images, images[-1:].expand(pad, *images.shape[1:])])
+        if class_ids is not None:
+            class_ids = torch.cat([class_ids, class_ids[-1:].expand(pad)])
 
     run: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
     if fast and spec.fast is not None:
@@ -104,10 +115,10 @@ def compute_cams(
     with model_state_restored(model):
         model.eval()
         if not aug_smooth:
-            return run(images, class_ids)
+            return run(images, class_ids)[:n]
         if class_ids is None:  # one class per image for every view, not a per-view argmax
             class_ids = _predict(model, images, batch_size)
-        return smooth_over_views(run, images, class_ids)
+        return smooth_over_views(run, images, class_ids)[:n]
 
 
 def resolve_target_layer(model: nn.Module, target_layer: nn.Module | str | None) -> nn.Module:

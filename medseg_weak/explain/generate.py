@@ -197,6 +197,7 @@ class CamWriter(L.LightningModule):
                 targets=self.target,
                 batch_size=c.batch_size,
                 aug_smooth=c.aug_smooth,
+                fixed_batches=True,  # a resumed run's shorter last batch must round like a full one
             )
         for i, arrays, geometry, cam in zip(
             batch["position"], batch["arrays"], batch["geometry"], cams.float().cpu().numpy()
