@@ -2,8 +2,8 @@
 
 ``import medseg_weak as mw`` gives one typed function per stage (``mw.train_classifier``,
 ``mw.make_cams``, ``mw.train_segmenter``, ``mw.evaluate``, ``mw.run_pipeline``, ``mw.report``,
-``mw.train_quality``, ``mw.predict``, ``mw.interpret``, ``mw.invariance``) and ``mw.config`` to build a
-config; importing the package does not import torch.
+``mw.train_quality``, ``mw.predict``, ``mw.interpret``, ``mw.invariance``, ``mw.dg_benchmark``) and
+``mw.config`` to build a config; importing the package does not import torch.
 """
 
 import types
@@ -15,6 +15,7 @@ from medseg_weak import invariance as _invariance_package
 from medseg_weak import report as _report_package
 from medseg_weak.api import (
     config,
+    dg_benchmark,
     inspect,
     invariance_matrix,
     make_cams,
@@ -55,6 +56,7 @@ __all__ = [
     "MedsegError",
     "__version__",
     "config",
+    "dg_benchmark",
     "evaluate",
     "inspect",
     "interpret",

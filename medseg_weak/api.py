@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from medseg_weak.quality.stage import QualityResult
     from medseg_weak.report.stage import ReportResult
     from medseg_weak.segment.stage import SegmenterResult
+    from medseg_weak.tables import Table
 
 ConfigLike = Config | str | Path | None
 
@@ -182,6 +183,33 @@ def invariance_matrix(
 
     c = _with(config(cfg, overrides), test_domain)
     return run_invariance_matrix(c, _run(c, run_dir), force=force, progress=progress)
+
+
+def dg_benchmark(
+    cfg: ConfigLike = None,
+    overrides: Sequence[str] = (),
+    *,
+    recipes: Sequence[str] = ("erm", "agr_sum", "agr_rand", "pcgrad"),
+    seeds: int = 3,
+    domains: Sequence[str] | None = None,
+    selection: str = "training_domain",
+    metric: str = "accuracy",
+    run_dir: str | Path | None = None,
+    progress: bool = True,
+) -> Table:
+    """Leave-one-hospital-out: a classifier per held-out hospital x recipe (``erm``, ``aug``,
+    ``pcgrad``, ``aug+pcgrad``, ...) x seed under ``<run>/dg/``; finished runs are reused. Returns the
+    ``metric`` table (recipes x held-out hospitals, mean ± SE over seeds) under ``selection``;
+    ``dg/summary.md`` holds every selection rule x metric."""
+    from medseg_weak.classify.dg_benchmark import check_arguments, run_dg_benchmark
+
+    c = config(cfg, overrides)
+    check_arguments(list(recipes), seeds, selection)  # before the run directory is made
+    run = _run(c, run_dir)
+    run.write_provenance(c)
+    return run_dg_benchmark(
+        c, run, list(recipes), seeds, domains, selection=selection, metric=metric, progress=progress
+    )
 
 
 def predict(

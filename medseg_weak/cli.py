@@ -176,9 +176,15 @@ def build_parser() -> argparse.ArgumentParser:
     matrix.set_defaults(func=cmd_invariance_matrix)
 
     dg = verbs.add_parser(
-        "dg-benchmark", help="leave-one-hospital-out: every held-out hospital x rule x seed"
+        "dg-benchmark", help="leave-one-hospital-out: every held-out hospital x recipe x seed"
     )
-    dg.add_argument("--rules", default="erm,agr_sum,agr_rand,pcgrad", help="comma-separated gradient rules")
+    dg.add_argument(
+        "--recipes",
+        "--rules",
+        dest="recipes",
+        default="erm,agr_sum,agr_rand,pcgrad",
+        help="comma-separated recipes: a gradient rule, aug (scanner-shift augmentation) or aug+<rule>",
+    )
     dg.add_argument("--seeds", type=int, default=3, help="trials per (hospital, rule)")
     dg.add_argument("--domains", help="held-out hospitals (default: every hospital in turn)")
     dg.add_argument("--selection", default="training_domain", help="training_domain, oracle or last")
@@ -548,13 +554,13 @@ def cmd_dg_benchmark(args: argparse.Namespace) -> int:
     from medseg_weak.rundir import RunDir
 
     cfg = resolve_config(args)
-    check_arguments(parse_list(args.rules), args.seeds, args.selection)  # before the run directory exists
+    check_arguments(parse_list(args.recipes), args.seeds, args.selection)  # before the run directory exists
     run = RunDir.for_config(cfg, args.run_dir)
     run.write_provenance(cfg)
     run_dg_benchmark(
         cfg,
         run,
-        parse_list(args.rules),
+        parse_list(args.recipes),
         args.seeds,
         parse_list(args.domains) or None,
         selection=args.selection,

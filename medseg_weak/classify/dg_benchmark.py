@@ -1,12 +1,19 @@
-"""`medseg-weak dg-benchmark`: every held-out hospital x rule x seed, then one table per selection rule.
+"""`medseg-weak dg-benchmark`: every held-out hospital x recipe x seed, then tables per selection rule.
 
-Runs live in ``<run>/dg/<hospital>/<rule>/seed<k>/`` as ordinary classifier stages, so an interrupted
+A recipe is a gradient rule, scanner-shift augmentation, or both: ``erm``, ``pcgrad``, ``aug``,
+``aug+pcgrad``. A recipe names everything it uses, so ``erm`` trains without augmentation even when
+the config sets some, and ``aug`` switches on the config's ``classifier.augment`` (or
+:data:`DEFAULT_AUGMENT` when the config sets none): the rows compare what their names say.
+
+Runs live in ``<run>/dg/<hospital>/<recipe>/seed<k>/`` as ordinary classifier stages, so an interrupted
 benchmark rerun with the same command skips finished runs and resumes the one it was in.
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import json
 import logging
 from collections.abc import Sequence
@@ -16,7 +23,7 @@ from medseg_weak.classify.protocol import SELECTION, EpochRecorder, mark_oracle_
 from medseg_weak.classify.stage import ClassifierStage, check_classifier
 from medseg_weak.classify.surgery import RULES
 from medseg_weak.classify.train import make_datamodule
-from medseg_weak.config import Config
+from medseg_weak.config import AugmentConfig, Config
 from medseg_weak.data.datamodule import restrict_classes
 from medseg_weak.data.prepare import resolve_manifest, split_manifest
 from medseg_weak.errors import ConfigError
@@ -28,18 +35,57 @@ from medseg_weak.tables import Table
 log = logging.getLogger(__name__)
 
 
-def check_arguments(rules: Sequence[str], seeds: int, selection: str) -> None:
+AUG = "aug"
+# What ``aug`` means when the config sets no augmentation: intensity curves and another hospital's
+# histogram or low-frequency amplitude spectrum, the project's tools against a new scanner.
+DEFAULT_AUGMENT = AugmentConfig(gamma=0.3, contrast=0.3, histogram_matching=0.5, fourier_mixing=0.5)
+METRICS = ("accuracy", "balanced_accuracy", "kappa", "auroc")  # summarised for every run
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    name: str
+    rule: str
+    augment: bool
+
+    @classmethod
+    def parse(cls, text: str) -> Recipe:
+        parts = [p.strip() for p in text.split("+")]
+        rules = [p for p in parts if p != AUG]
+        valid = f"a gradient rule ({', '.join(RULES.names())}), '{AUG}', or '{AUG}+<rule>'"
+        for part in rules:
+            if part not in RULES.names():
+                raise ConfigError(f"recipe '{text}': '{part}' is not {valid}")
+        if len(rules) > 1 or parts.count(AUG) > 1:
+            raise ConfigError(f"recipe '{text}': at most one rule and one '{AUG}'; use {valid}")
+        return cls(text, rules[0] if rules else "erm", AUG in parts)
+
+    def augment_config(self, cfg: Config) -> AugmentConfig:
+        if not self.augment:
+            return AugmentConfig()
+        return cfg.classifier.augment if cfg.classifier.augment.enabled else DEFAULT_AUGMENT
+
+
+def parse_recipes(names: Sequence[str]) -> list[Recipe]:
+    recipes = [Recipe.parse(n) for n in names]
+    if not recipes:
+        raise ConfigError("--recipes: name at least one recipe (e.g. erm,aug,pcgrad,aug+pcgrad)")
+    return recipes
+
+
+def check_arguments(recipes: Sequence[str], seeds: int, selection: str) -> None:
     """The benchmark's own arguments, checked before anything is written or trained."""
-    for rule in rules:
-        RULES.get(rule)  # lists the valid rules
+    parse_recipes(recipes)
     SELECTION.get(selection)
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1; got {seeds}")
 
 
-def run_config(cfg: Config, rule: str, test_domain: str, seed: int) -> Config:
+def run_config(cfg: Config, recipe: Recipe, test_domain: str, seed: int) -> Config:
     classifier = dataclasses.replace(
-        cfg.classifier, surgery=dataclasses.replace(cfg.classifier.surgery, rule=rule)
+        cfg.classifier,
+        surgery=dataclasses.replace(cfg.classifier.surgery, rule=recipe.rule),
+        augment=recipe.augment_config(cfg),
     )
     data = dataclasses.replace(cfg.data, test_domain=test_domain)
     return dataclasses.replace(cfg, seed=seed, data=data, classifier=classifier)
@@ -48,16 +94,17 @@ def run_config(cfg: Config, rule: str, test_domain: str, seed: int) -> Config:
 def run_dg_benchmark(
     cfg: Config,
     run: RunDir,
-    rules: Sequence[str],
+    recipes: Sequence[str],
     seeds: int,
     domains: Sequence[str] | None = None,
     selection: str = "training_domain",
     metric: str = "accuracy",
     progress: bool = True,
 ) -> Table:
-    """Train every (held-out hospital, rule, seed); write results.jsonl and the tables; return the
-    table of ``selection``."""
-    check_arguments(rules, seeds, selection)
+    """Train every (held-out hospital, recipe, seed); write results.jsonl and the tables; return the
+    table of ``metric`` under ``selection``."""
+    check_arguments(recipes, seeds, selection)
+    chosen_recipes = parse_recipes(recipes)
     # The data set is fixed by the base seed; trial seeds vary splits, initialisation and batches.
     base = restrict_classes(resolve_manifest(cfg, run), cfg.classifier.classes)
     domains = list(domains or base.domains)
@@ -68,16 +115,16 @@ def run_dg_benchmark(
         )
     summary = DataSummary(str(base.source), tuple(base.labels), tuple(base.domains), False)
     for domain in domains:  # every run's config, before the first one trains
-        for rule in rules:
-            check_classifier(run_config(cfg, rule, domain, cfg.seed), summary)
+        for recipe in chosen_recipes:
+            check_classifier(run_config(cfg, recipe, domain, cfg.seed), summary)
     outcomes = []
     for domain in domains:
-        for rule in rules:
+        for recipe in chosen_recipes:
             for seed in range(cfg.seed, cfg.seed + seeds):
-                c = run_config(cfg, rule, domain, seed)
+                c = run_config(cfg, recipe, domain, seed)
                 manifest = mark_oracle_slice(split_manifest(c, base), domain, seed)
-                stage = f"dg/{domain}/{rule}/seed{seed}"
-                log.info("dg-benchmark: held-out %s, rule %s, seed %d", domain, rule, seed)
+                stage = f"dg/{domain}/{recipe.name}/seed{seed}"
+                log.info("dg-benchmark: held-out %s, recipe %s, seed %d", domain, recipe.name, seed)
                 data = make_datamodule(c, restrict_classes(manifest, c.classifier.classes), run)
                 loaders = {
                     "oracle": data.loader(data.split("oracle"), False),
@@ -92,7 +139,9 @@ def run_dg_benchmark(
                     outcomes.append(
                         {
                             "selection": name,
-                            "rule": rule,
+                            "recipe": recipe.name,
+                            "rule": recipe.rule,
+                            "augment": recipe.augment,
                             "test_domain": domain,
                             "seed": seed,
                             "epoch": chosen["epoch"],
@@ -105,10 +154,36 @@ def run_dg_benchmark(
     atomic_write_text(out / "results.jsonl", "".join(json.dumps(o) + "\n" for o in outcomes))
     tables = {}
     for name in SELECTION.names():
-        values = [(o["rule"], o["test_domain"], o["score"]) for o in outcomes if o["selection"] == name]
+        values = [(o["recipe"], o["test_domain"], o["score"]) for o in outcomes if o["selection"] == name]
         tables[name] = Table.from_values(f"{metric}, selection: {name}", values)
         tables[name].write(out, f"table_{name}", plot=name == selection)
+    write_summary(out, outcomes)
     return tables[selection]
+
+
+def write_summary(out: Path, outcomes: Sequence[dict]) -> None:
+    """``summary.md`` / ``summary.csv``: every selection rule x metric of :data:`METRICS`, recipes x
+    held-out hospitals, mean ± SE over seeds (the CSV in long form: one row per cell)."""
+    sections, rows = [], []
+    for name in SELECTION.names():
+        for metric in METRICS:
+            values = [
+                (o["recipe"], o["test_domain"], o["heldout"].get(metric, float("nan")))
+                for o in outcomes
+                if o["selection"] == name
+            ]
+            table = Table.from_values(f"{metric}, selection: {name}", values)
+            sections.append(f"### {metric}, selection: {name}\n\n{table.to_markdown()}")
+            for recipe in table.rows:
+                for column in table.columns:
+                    cell = table.cell(recipe, column)
+                    rows.append([name, metric, recipe, column, cell.mean, cell.se, cell.n])
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["selection", "metric", "recipe", "heldout", "mean", "se", "n"])
+    writer.writerows([*r[:4], f"{r[4]:.6g}", f"{r[5]:.6g}", r[6]] for r in rows)
+    atomic_write_text(out / "summary.csv", buf.getvalue())
+    atomic_write_text(out / "summary.md", "\n".join(sections))
 
 
 def parse_list(text: str | None) -> list[str]:

@@ -18,8 +18,8 @@ def test_dg_benchmark_writes_tables_for_every_selection_rule(tmp_path, common):
     run = tmp_path / "dg"
     args = [
         "dg-benchmark",
-        "--rules",
-        "erm,agr_sum",
+        "--recipes",
+        "erm,aug+agr_sum",
         "--seeds",
         "2",
         "--domains",
@@ -30,14 +30,32 @@ def test_dg_benchmark_writes_tables_for_every_selection_rule(tmp_path, common):
     assert main(args + common) == 0
     out = run / "dg"
     results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    assert len(results) == 2 * 2 * 3  # rules x seeds x selection rules
+    assert len(results) == 2 * 2 * 3  # recipes x seeds x selection rules
     assert {r["selection"] for r in results} == {"training_domain", "oracle", "last"}
+    assert {(r["recipe"], r["rule"], r["augment"]) for r in results} == {
+        ("erm", "erm", False),
+        ("aug+agr_sum", "agr_sum", True),
+    }
     md = (out / "table_training_domain.md").read_text()
-    assert "| erm |" in md and "| agr_sum |" in md and "H2" in md and "±" in md
+    assert "| erm |" in md and "| aug+agr_sum |" in md and "H2" in md and "±" in md
     assert (out / "table_training_domain.png").is_file()
-    for rule in ("erm", "agr_sum"):
-        records = (out / "H2" / rule / "seed0" / "records.jsonl").read_text().splitlines()
+    for recipe in ("erm", "aug+agr_sum"):
+        records = (out / "H2" / recipe / "seed0" / "records.jsonl").read_text().splitlines()
         assert len(records) == 1 and {"val", "oracle", "heldout"} <= set(json.loads(records[0]))
+    saved = json.loads((out / "H2" / "aug+agr_sum" / "seed0" / "stage.json").read_text())["config"]
+    assert saved["classifier"]["augment"]["histogram_matching"] > 0  # "aug" switched augmentation on
+    summary = (out / "summary.md").read_text()
+    for selection in ("training_domain", "oracle", "last"):
+        for metric in ("accuracy", "balanced_accuracy", "kappa", "auroc"):
+            assert f"### {metric}, selection: {selection}" in summary
+    rows = (out / "summary.csv").read_text().splitlines()
+    assert rows[0] == "selection,metric,recipe,heldout,mean,se,n"
+    assert len(rows) == 1 + 3 * 4 * 2  # selections x metrics x recipes (one held-out hospital, no average)
+    seed_scores = sorted(
+        r["heldout"]["kappa"] for r in results if r["selection"] == "last" and r["recipe"] == "erm"
+    )
+    kappa = next(line for line in rows if line.startswith("last,kappa,erm,H2,"))
+    assert float(kappa.split(",")[4]) == pytest.approx(sum(seed_scores) / 2, abs=1e-5)
     # rerun: every run is complete and skipped; the tables are rebuilt identically
     before = (out / "results.jsonl").read_text()
     assert main(args + common) == 0
@@ -47,6 +65,49 @@ def test_dg_benchmark_writes_tables_for_every_selection_rule(tmp_path, common):
 def test_dg_benchmark_rejects_unknown_rule_before_training(tmp_path, common):
     assert main(["dg-benchmark", "--rules", "erm,agr_summ", "--run-dir", str(tmp_path / "x"), *common]) == 3
     assert not (tmp_path / "x" / "dg").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "rule", "augment"),
+    [
+        ("erm", "erm", False),
+        ("aug", "erm", True),
+        ("aug+pcgrad", "pcgrad", True),
+        ("agr_sum+aug", "agr_sum", True),
+    ],
+)
+def test_recipe_names_say_rule_and_augmentation(text, rule, augment):
+    from medseg_weak.classify.dg_benchmark import Recipe
+
+    recipe = Recipe.parse(text)
+    assert (recipe.name, recipe.rule, recipe.augment) == (text, rule, augment)
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [("bogus", "'bogus' is not"), ("pcgrad+agr_sum", "at most one"), ("aug+aug", "at most one")],
+)
+def test_bad_recipes_say_what_a_recipe_is(text, says):
+    from medseg_weak.classify.dg_benchmark import Recipe
+    from medseg_weak.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=says) as err:
+        Recipe.parse(text)
+    assert "pcgrad" in str(err.value) and "aug+<rule>" in str(err.value)
+
+
+def test_a_recipe_names_all_its_augmentation():
+    from medseg_weak.classify.dg_benchmark import DEFAULT_AUGMENT, Recipe, run_config
+    from medseg_weak.config import AugmentConfig, load_config
+
+    plain = load_config(None, [])
+    augmented = load_config(None, ["classifier.augment.gamma=0.5"])
+    erm, aug = Recipe.parse("erm"), Recipe.parse("aug+pcgrad")
+    assert run_config(augmented, erm, "H1", 0).classifier.augment == AugmentConfig()  # off: not named
+    assert run_config(augmented, aug, "H1", 0).classifier.augment.gamma == 0.5  # the config's own
+    c = run_config(plain, aug, "H2", 3)
+    assert c.classifier.augment == DEFAULT_AUGMENT and DEFAULT_AUGMENT.enabled
+    assert (c.classifier.surgery.rule, c.data.test_domain, c.seed) == ("pcgrad", "H2", 3)
 
 
 @pytest.mark.slow
