@@ -205,8 +205,8 @@ class ClassifierModule(L.LightningModule):
             on_epoch=True,
             batch_size=sum(len(y) for _, y in batches),
         )
-        for name, value in zip(names, losses):
-            self.log(f"train/{name}/loss", value, on_step=False, on_epoch=True)
+        for name, value, (_, y) in zip(names, losses, batches):
+            self.log(f"train/{name}/loss", value, on_step=False, on_epoch=True, batch_size=len(y))
         return loss
 
     def _check_finite(self, losses: Tensor, names: list[str]) -> None:
