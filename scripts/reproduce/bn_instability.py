@@ -23,7 +23,8 @@ from itertools import pairwise
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SETTINGS = ["classifier.classes=[A,D]", "data.image_size=96", "classifier.epochs=12"]
+# The setting of the measurement (clean labels; bn_stats is the variable), whatever the config now says.
+SETTINGS = ["classifier.classes=[A,D]", "data.image_size=96", "classifier.epochs=12", "synth.label_noise=1.0"]
 LATE = 4  # epochs before this are warm-up, left out of the swing statistics
 
 
