@@ -194,18 +194,26 @@ def dg_benchmark(
     domains: Sequence[str] | None = None,
     selection: str = "training_domain",
     metric: str = "accuracy",
+    chain: bool = False,
     run_dir: str | Path | None = None,
     progress: bool = True,
 ) -> Table:
     """Leave-one-hospital-out: a classifier per held-out hospital x recipe (``erm``, ``aug``,
     ``pcgrad``, ``aug+pcgrad``, ...) x seed under ``<run>/dg/``; finished runs are reused. Returns the
     ``metric`` table (recipes x held-out hospitals, mean ± SE over seeds) under ``selection``;
-    ``dg/summary.md`` holds every selection rule x metric."""
+    ``dg/summary.md`` holds every selection rule x metric.
+
+    ``chain``: the whole chain per run instead (classifier, CAMs, UNet on CAMs, oracle) under
+    ``<run>/chain/``; returns the held-out Dice table."""
     from medseg_weak.classify.dg_benchmark import check_arguments, run_dg_benchmark
 
     c = config(cfg, overrides)
     check_arguments(list(recipes), seeds, selection)  # before the run directory is made
     run = _run(c, run_dir)
+    if chain:
+        from medseg_weak.dg_chain import run_chain_benchmark
+
+        return run_chain_benchmark(c, run, list(recipes), seeds, domains, progress=progress)
     run.write_provenance(c)
     return run_dg_benchmark(
         c, run, list(recipes), seeds, domains, selection=selection, metric=metric, progress=progress

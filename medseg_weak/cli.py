@@ -188,6 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     dg.add_argument("--seeds", type=int, default=3, help="trials per (hospital, rule)")
     dg.add_argument("--domains", help="held-out hospitals (default: every hospital in turn)")
     dg.add_argument("--selection", default="training_domain", help="training_domain, oracle or last")
+    dg.add_argument(
+        "--chain",
+        action="store_true",
+        help="the whole chain per run (classifier, CAMs, UNet on CAMs, oracle, held-out Dice)",
+    )
     dg.add_argument("--metric", default="accuracy", help="metric reported in the table")
     dg.add_argument("--run-dir", type=Path, help="run directory (default: <runs_dir>/<name>)")
     _common(dg)
@@ -556,6 +561,15 @@ def cmd_dg_benchmark(args: argparse.Namespace) -> int:
     cfg = resolve_config(args)
     check_arguments(parse_list(args.recipes), args.seeds, args.selection)  # before the run directory exists
     run = RunDir.for_config(cfg, args.run_dir)
+    if args.chain:
+        from medseg_weak.dg_chain import CHAIN, run_chain_benchmark
+
+        run_chain_benchmark(
+            cfg, run, parse_list(args.recipes), args.seeds, parse_list(args.domains) or None, not args.quiet
+        )
+        console.print((run.stage(CHAIN) / "summary.md").read_text(), markup=False, highlight=False)
+        console.print(f"tables, plot and results.jsonl in {run.stage(CHAIN)}")
+        return 0
     run.write_provenance(cfg)
     run_dg_benchmark(
         cfg,

@@ -137,3 +137,66 @@ def test_search_with_halving_ranks_and_writes_best_config(tmp_path, common):
 
 def test_search_rejects_bad_lr(tmp_path, common):
     assert main(["search", "--lr", "fast", "--run-dir", str(tmp_path / "s"), *common]) == 3
+
+
+@pytest.mark.slow
+def test_chain_benchmark_scores_each_recipes_segmenter_and_trains_one_oracle(tmp_path, common):
+    import csv
+
+    run = tmp_path / "chain"
+    args = ["dg-benchmark", "--chain", "--recipes", "erm,aug", "--seeds", "1", "--domains", "H2"]
+    assert main([*args, "--run-dir", str(run), *common]) == 0
+    out = run / "chain"
+    results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [(r["recipe"], r["test_domain"], r["seed"]) for r in results] == [
+        ("erm", "H2", 0),
+        ("aug", "H2", 0),
+    ]
+    for r in results:  # each run's Dice is the mean over its held-out images, per method
+        rows = list(csv.DictReader((out / "H2" / r["recipe"] / "seed0" / "eval" / "per_image.csv").open()))
+        for method in ("cam", "unet_cam", "unet_truth"):
+            scores = [float(x["dice"]) for x in rows if x["method"] == method]
+            assert scores and all(x["domain"] == "H2" for x in rows)
+            assert r["dice"][method] == pytest.approx(sum(scores) / len(scores))
+        assert set(r["classifier"]) == {"accuracy", "balanced_accuracy", "kappa", "auroc"}
+    erm, aug = (out / "H2" / recipe / "seed0" for recipe in ("erm", "aug"))
+    # One oracle: the second recipe's run holds a copy of the first's finished stage, not a retrained one.
+    assert (erm / "oracle" / "last.ckpt").read_bytes() == (aug / "oracle" / "last.ckpt").read_bytes()
+    assert results[0]["dice"]["unet_truth"] == results[1]["dice"]["unet_truth"]
+    assert (erm / "classifier" / "last.ckpt").read_bytes() != (aug / "classifier" / "last.ckpt").read_bytes()
+    md = (out / "table_dice.md").read_text()
+    for row in ("| erm cam |", "| erm unet_cam |", "| aug unet_cam |", "| oracle |"):
+        assert row in md
+    assert "classifier kappa" in (out / "summary.md").read_text()
+    assert (out / "table_dice.png").is_file()
+    before = (out / "results.jsonl").read_text()
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.ckpt")}
+    assert main([*args, "--run-dir", str(run), *common]) == 0  # rerun: every stage skipped
+    assert (out / "results.jsonl").read_text() == before
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+
+
+def test_chain_benchmark_refuses_data_without_masks_before_training(tmp_path, common, synth_mammo):
+    import csv
+
+    rows = list(csv.DictReader(synth_mammo.open()))
+    for row in rows:
+        row["mask_path"] = ""
+    no_masks = tmp_path / "no_masks.csv"
+    with no_masks.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    code = main(
+        [
+            "dg-benchmark",
+            "--chain",
+            "--run-dir",
+            str(tmp_path / "x"),
+            *common,
+            "--set",
+            f"data.manifest={no_masks}",
+        ]
+    )
+    assert code != 0
+    assert not (tmp_path / "x" / "chain").exists()
