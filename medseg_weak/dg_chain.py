@@ -6,12 +6,14 @@ complete pipeline run in ``<run>/chain/<hospital>/<recipe>/seed<k>/`` (classifie
 CAMs -> oracle -> eval; the run's data and cache shared), so an interrupted benchmark rerun with the
 same command skips finished stages and resumes the one it was in.
 
-The oracle (a UNet on the true masks) does not depend on the recipe: it is trained once per (hospital,
-seed), in the first recipe's run, and the other recipes' runs start from a copy of that finished stage
-(its fingerprint matches, so the runner finds it complete).
+The oracle (a UNet on the true masks) does not depend on the gradient rule: it is trained once per
+(hospital, seed, oracle config) - once without and once with the segmenter's augmentation - and the
+other recipes' runs start from a copy of that finished stage (its fingerprint matches, so the runner
+finds it complete).
 
 ``chain/table_dice.{csv,md,png}``: mean ± SE over seeds of each run's mean held-out Dice, rows =
-``<recipe> cam`` / ``<recipe> unet_cam`` and ``oracle``, columns = held-out hospitals and their average;
+``<recipe> cam`` / ``<recipe> unet_cam`` / ``<recipe> unet_truth`` (its oracle: the same model for
+recipes that differ only in the rule), columns = held-out hospitals and their average;
 ``chain/summary.md`` adds the held-out classification metrics of each run's classifier.
 """
 
@@ -33,12 +35,13 @@ from medseg_weak.io_utils import atomic_write_text
 from medseg_weak.lock import RunLock
 from medseg_weak.pipeline import data_summary, fold_config, pipeline_plan, prepare_config
 from medseg_weak.rundir import RunDir
+from medseg_weak.segment.stage import SegmenterStage
 from medseg_weak.stages import Runner
 from medseg_weak.tables import Table
 
 log = logging.getLogger(__name__)
 CHAIN = "chain"
-SEGMENTERS = ("cam", "unet_cam")  # per recipe; the oracle ("unet_truth") is one row
+SEGMENTERS = ("cam", "unet_cam", "unet_truth")  # unet_truth: the oracle, the ceiling of each recipe
 
 
 def chain_dir(run: RunDir, domain: str, recipe: str, seed: int) -> RunDir:
@@ -82,19 +85,20 @@ def run_chain_benchmark(
         outcomes = []
         for domain in domains:
             for seed in range(cfg.seed, cfg.seed + seeds):
-                oracle: Path | None = None
+                oracles: dict[str, Path] = {}  # oracle fingerprint -> its first finished stage
                 for recipe in chosen:
                     c = fold_config(run_config(cfg, recipe, domain, seed), run, full, domain)
                     fold = chain_dir(run, domain, recipe.name, seed)
-                    if oracle is not None and not fold.stage("oracle").exists():
-                        shutil.copytree(oracle, fold.stage("oracle"))
+                    key = json.dumps(SegmenterStage("truth").fingerprint(c), sort_keys=True)
+                    if key in oracles and not fold.stage("oracle").exists():
+                        shutil.copytree(oracles[key], fold.stage("oracle"))
                     log.info(
                         "dg-benchmark --chain: held-out %s, recipe %s, seed %d", domain, recipe.name, seed
                     )
                     fold.write_provenance(c)
                     stages = pipeline_plan(c, True)[:-1]  # the benchmark's tables replace the report
                     Runner(c, fold, progress=progress).execute(stages, split_manifest(c, full))
-                    oracle = oracle or fold.stage("oracle")
+                    oracles.setdefault(key, fold.stage("oracle"))
                     outcomes.append(_outcome(fold, domain, recipe.name, seed))
     out = run.stage(CHAIN)
     atomic_write_text(out / "results.jsonl", "".join(json.dumps(o) + "\n" for o in outcomes))

@@ -2,8 +2,9 @@
 
 A recipe is a gradient rule, scanner-shift augmentation, or both: ``erm``, ``pcgrad``, ``aug``,
 ``aug+pcgrad``. A recipe names everything it uses, so ``erm`` trains without augmentation even when
-the config sets some, and ``aug`` switches on the config's ``classifier.augment`` (or
-:data:`DEFAULT_AUGMENT` when the config sets none): the rows compare what their names say.
+the config sets some, and ``aug`` switches on the config's ``classifier.augment`` and
+``segmenter.augment`` (or :data:`DEFAULT_AUGMENT` / :data:`DEFAULT_SEGMENTER_AUGMENT` where the
+config sets none): the rows compare what their names say.
 
 Runs live in ``<run>/dg/<hospital>/<recipe>/seed<k>/`` as ordinary classifier stages, so an interrupted
 benchmark rerun with the same command skips finished runs and resumes the one it was in.
@@ -23,7 +24,7 @@ from medseg_weak.classify.protocol import SELECTION, EpochRecorder, mark_oracle_
 from medseg_weak.classify.stage import ClassifierStage, check_classifier
 from medseg_weak.classify.surgery import RULES
 from medseg_weak.classify.train import make_datamodule
-from medseg_weak.config import AugmentConfig, Config
+from medseg_weak.config import AugmentConfig, Config, IntensityAugmentConfig
 from medseg_weak.data.datamodule import restrict_classes
 from medseg_weak.data.prepare import resolve_manifest, split_manifest
 from medseg_weak.errors import ConfigError
@@ -39,6 +40,8 @@ AUG = "aug"
 # What ``aug`` means when the config sets no augmentation: intensity curves and another hospital's
 # histogram or low-frequency amplitude spectrum, the project's tools against a new scanner.
 DEFAULT_AUGMENT = AugmentConfig(gamma=0.3, contrast=0.3, histogram_matching=0.5, fourier_mixing=0.5)
+# and for the segmenter of the whole chain (dg-benchmark --chain): intensity curves only
+DEFAULT_SEGMENTER_AUGMENT = IntensityAugmentConfig(gamma=0.3, contrast=0.3)
 METRICS = ("accuracy", "balanced_accuracy", "kappa", "auroc")  # summarised for every run
 
 
@@ -65,6 +68,11 @@ class Recipe:
             return AugmentConfig()
         return cfg.classifier.augment if cfg.classifier.augment.enabled else DEFAULT_AUGMENT
 
+    def segmenter_augment_config(self, cfg: Config) -> IntensityAugmentConfig:
+        if not self.augment:
+            return IntensityAugmentConfig()
+        return cfg.segmenter.augment if cfg.segmenter.augment.enabled else DEFAULT_SEGMENTER_AUGMENT
+
 
 def parse_recipes(names: Sequence[str]) -> list[Recipe]:
     recipes = [Recipe.parse(n) for n in names]
@@ -87,8 +95,9 @@ def run_config(cfg: Config, recipe: Recipe, test_domain: str, seed: int) -> Conf
         surgery=dataclasses.replace(cfg.classifier.surgery, rule=recipe.rule),
         augment=recipe.augment_config(cfg),
     )
+    segmenter = dataclasses.replace(cfg.segmenter, augment=recipe.segmenter_augment_config(cfg))
     data = dataclasses.replace(cfg.data, test_domain=test_domain)
-    return dataclasses.replace(cfg, seed=seed, data=data, classifier=classifier)
+    return dataclasses.replace(cfg, seed=seed, data=data, classifier=classifier, segmenter=segmenter)
 
 
 def run_dg_benchmark(

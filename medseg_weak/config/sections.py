@@ -213,6 +213,25 @@ class ClassifierConfig(Checked):
 
 
 @dataclass(frozen=True)
+class IntensityAugmentConfig(Checked):
+    """The segmenter's scanner-shift augmentation: intensity curves only, so a pixel's target stays
+    where it is (random gamma and contrast per training image, inside the breast / field of view).
+    Off by default."""
+
+    KEY: ClassVar[str] = "segmenter.augment"
+    gamma: float = 0.0  # gamma ~ exp(U(-g, g)); g <= 2
+    contrast: float = 0.0  # x -> (x - m) * c + m + b, c ~ exp(U(-s, s)), b ~ U(-s/4, s/4); s <= 2
+
+    def __post_init__(self) -> None:
+        self._range("gamma", 0.0, 2.0)
+        self._range("contrast", 0.0, 2.0)
+
+    @property
+    def enabled(self) -> bool:
+        return self.gamma > 0 or self.contrast > 0
+
+
+@dataclass(frozen=True)
 class MaskRule(Checked):
     """How one CAM becomes a pseudo-mask (the ``cams.mask`` section of the run config).
 
@@ -349,6 +368,7 @@ class SegmenterConfig(Checked):
     patience: int = 0  # early-stopping patience in epochs (0 = off)
     accelerator: str = "auto"
     precision: str = "32-true"  # e.g. bf16-mixed or 16-mixed on a GPU
+    augment: IntensityAugmentConfig = field(default_factory=IntensityAugmentConfig)
 
     # Loss parameters: {field: loss}. The field maps to the loss function's keyword ``field`` or,
     # with the loss name as prefix (``gce_q``), to keyword ``q``.

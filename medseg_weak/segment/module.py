@@ -181,7 +181,8 @@ class SegmenterModule(L.LightningModule):
         # Anything drawing from the global generator (which a checkpoint does not restore) draws the
         # same in a run resumed after a kill as in an uninterrupted one: seeded from (rank, step).
         torch.manual_seed(hash((self.global_rank, self.global_step)) & 0x7FFF_FFFF)
-        logits = self(batch["image"])
+        images = self._augment(batch["image"], batch.get("region"))
+        logits = self(images)
         loss = self.loss_fn(logits, batch["target"])
         n = len(logits)
         if self.cfg.size_prior and self.cfg.size_weight > 0 and "size_bounds" in batch:
@@ -190,6 +191,22 @@ class SegmenterModule(L.LightningModule):
             loss = loss + self.cfg.size_weight * size
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
         return loss
+
+    def _augment(self, images: Tensor, region: Tensor | None) -> Tensor:
+        """``segmenter.augment``: per-image intensity curves (the targets stay valid), drawn from a
+        generator seeded by (rank, step) so a resumed run draws what an uninterrupted one draws."""
+        aug = self.cfg.augment
+        if not aug.enabled:
+            return images
+        from medseg_weak.classify.augment import random_contrast, random_gamma
+        from medseg_weak.classify.module import stream_seed
+
+        generator = torch.Generator().manual_seed(stream_seed("augment", self.global_rank, self.global_step))
+        if aug.gamma > 0:
+            images = random_gamma(images, aug.gamma, generator)
+        if aug.contrast > 0:
+            images = random_contrast(images, aug.contrast, generator, mask=region)
+        return images
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         target = batch["target"]

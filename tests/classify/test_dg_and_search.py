@@ -144,12 +144,13 @@ def test_chain_benchmark_scores_each_recipes_segmenter_and_trains_one_oracle(tmp
     import csv
 
     run = tmp_path / "chain"
-    args = ["dg-benchmark", "--chain", "--recipes", "erm,aug", "--seeds", "1", "--domains", "H2"]
+    args = ["dg-benchmark", "--chain", "--recipes", "erm,pcgrad,aug", "--seeds", "1", "--domains", "H2"]
     assert main([*args, "--run-dir", str(run), *common]) == 0
     out = run / "chain"
     results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert [(r["recipe"], r["test_domain"], r["seed"]) for r in results] == [
         ("erm", "H2", 0),
+        ("pcgrad", "H2", 0),
         ("aug", "H2", 0),
     ]
     for r in results:  # each run's Dice is the mean over its held-out images, per method
@@ -159,13 +160,25 @@ def test_chain_benchmark_scores_each_recipes_segmenter_and_trains_one_oracle(tmp
             assert scores and all(x["domain"] == "H2" for x in rows)
             assert r["dice"][method] == pytest.approx(sum(scores) / len(scores))
         assert set(r["classifier"]) == {"accuracy", "balanced_accuracy", "kappa", "auroc"}
-    erm, aug = (out / "H2" / recipe / "seed0" for recipe in ("erm", "aug"))
-    # One oracle: the second recipe's run holds a copy of the first's finished stage, not a retrained one.
-    assert (erm / "oracle" / "last.ckpt").read_bytes() == (aug / "oracle" / "last.ckpt").read_bytes()
+    erm, pcgrad, aug = (out / "H2" / recipe / "seed0" for recipe in ("erm", "pcgrad", "aug"))
+    # One oracle per oracle config: pcgrad's run holds a copy of erm's finished stage, not a retrained
+    # one; aug's oracle trains with the segmenter's intensity augmentation, so it is its own.
+    assert (erm / "oracle" / "last.ckpt").read_bytes() == (pcgrad / "oracle" / "last.ckpt").read_bytes()
     assert results[0]["dice"]["unet_truth"] == results[1]["dice"]["unet_truth"]
-    assert (erm / "classifier" / "last.ckpt").read_bytes() != (aug / "classifier" / "last.ckpt").read_bytes()
+    assert (erm / "oracle" / "last.ckpt").read_bytes() != (aug / "oracle" / "last.ckpt").read_bytes()
+    saved = json.loads((aug / "oracle" / "stage.json").read_text())["config"]["segmenter"]["augment"]
+    assert saved["gamma"] > 0 and saved["contrast"] > 0
+    assert (erm / "classifier" / "last.ckpt").read_bytes() != (
+        pcgrad / "classifier" / "last.ckpt"
+    ).read_bytes()
     md = (out / "table_dice.md").read_text()
-    for row in ("| erm cam |", "| erm unet_cam |", "| aug unet_cam |", "| oracle |"):
+    for row in (
+        "| erm cam |",
+        "| erm unet_cam |",
+        "| aug unet_cam |",
+        "| erm unet_truth |",
+        "| aug unet_truth |",
+    ):
         assert row in md
     assert "classifier kappa" in (out / "summary.md").read_text()
     assert (out / "table_dice.png").is_file()

@@ -262,6 +262,35 @@ def test_config_validation(field, value):
         SegmenterConfig(**{field: value})
 
 
+@pytest.mark.parametrize(("field", "value"), [("gamma", -0.1), ("gamma", 3.0), ("contrast", 2.5)])
+def test_augment_config_validation(field, value):
+    from medseg_weak.config import IntensityAugmentConfig
+
+    with pytest.raises(ConfigError, match=f"segmenter.augment.{field}"):
+        IntensityAugmentConfig(**{field: value})
+
+
+def test_intensity_augmentation_is_seeded_by_step_and_keeps_the_background():
+    from medseg_weak.config import IntensityAugmentConfig
+
+    cfg = SegmenterConfig(**TINY, augment=IntensityAugmentConfig(gamma=0.5, contrast=0.5))
+    module = SegmenterModule(to_dict(cfg))
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(4, 1, 16, 16, generator=g)
+    region = torch.zeros(4, 16, 16, dtype=torch.bool)
+    region[:, 4:12, 4:12] = True
+    first = module._augment(images, region)
+    assert torch.equal(first, module._augment(images, region))  # same (rank, step): same draws
+    assert not torch.allclose(first, images)
+    assert first.min() >= 0 and first.max() <= 1
+    # gamma maps 0 to 0 and contrast leaves pixels outside the region alone: the background stays black
+    black = images.clone()
+    black[~region[:, None].expand_as(black)] = 0
+    assert torch.all(module._augment(black, region)[~region[:, None].expand_as(black)] == 0)
+    plain = SegmenterModule(to_dict(SegmenterConfig(**TINY)))
+    assert plain._augment(images, region) is images  # off by default: nothing drawn, nothing copied
+
+
 def test_config_round_trips_through_the_module():
     cfg = SegmenterConfig(arch="fpn", loss="gce", **TINY)
     assert SegmenterModule(to_dict(cfg)).cfg == cfg
