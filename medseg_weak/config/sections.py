@@ -41,6 +41,9 @@ class SynthConfig(Checked):
     cue_sign: dict[str, int] = field(default_factory=dict)
     # mammograms: reader noise as the target quadratic kappa of noisy vs clean labels; 1 = none
     label_noise: float = 1.0
+    # mammograms: "on" / "off" = every image drawn as without this, but with / without the marker
+    # (counterfactual sets for measuring a model's reliance on the cue); empty = the cue as drawn
+    force_cue: Literal["", "on", "off"] = ""
 
     def __post_init__(self) -> None:
         self._at_least("n_per_hospital", 1)
@@ -50,6 +53,7 @@ class SynthConfig(Checked):
         self._at_least("size", 32)
         self._at_least("workers", 1)
         self._range("label_noise", 0.0, 1.0)
+        self._check("force_cue", self.force_cue in ("", "on", "off"), "on, off or empty")
 
 
 @dataclass(frozen=True)

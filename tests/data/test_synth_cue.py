@@ -173,3 +173,40 @@ def test_explicit_default_settings_change_no_byte(tmp_path: Path) -> None:
     assert implicit == explicit and _files(tmp_path / "implicit") == _files(tmp_path / "explicit")
     params = {mammo_truths(tmp_path / "implicit", implicit)[r.id].params for r in implicit}
     assert params == {"seed=7;height=64;spurious_cue=1.0"}  # the resume key of data sets made before
+
+
+def test_forced_cue_sets_are_counterfactuals_of_the_drawn_images(tmp_path: Path) -> None:
+    """force_cue on / off redraws every image identically except the marker: the two sets differ only
+    at marker pixels, the images drawn with the cue equal their 'on' twin, and labels do not move."""
+    import pydicom
+
+    shared = {"cue_mode": "shared", "label_noise": 0.8, **TINY}
+    drawn = generate_mammo(tmp_path / "drawn", 8, **shared)
+    on = generate_mammo(tmp_path / "on", 8, force_cue="on", **shared)
+    off = generate_mammo(tmp_path / "off", 8, force_cue="off", **shared)
+    assert [(r.id, r.label, r.label_true) for r in on] == [(r.id, r.label, r.label_true) for r in drawn]
+    assert [(r.id, r.label) for r in off] == [(r.id, r.label) for r in drawn]
+    truths = {name: mammo_truths(tmp_path / name, recs) for name, recs in (("drawn", drawn), ("on", on), ("off", off))}
+    assert all(truths["on"][r.id].cue for r in on) and not any(truths["off"][r.id].cue for r in off)
+
+    def pixels(name: str, record) -> np.ndarray:
+        return pydicom.dcmread(tmp_path / name / record.path).pixel_array.astype(np.int64)
+
+    drawn_with_cue = 0
+    for record in drawn:
+        with_cue, without = pixels("on", record), pixels("off", record)
+        changed = with_cue != without
+        assert 0 < changed.sum() < 0.02 * changed.size, record.id  # the marker, and only the marker
+        rows, cols = np.nonzero(changed)
+        assert rows.max() - rows.min() < 0.1 * changed.shape[0], record.id  # in one small place
+        twin = with_cue if truths["drawn"][record.id].cue else without
+        assert np.array_equal(pixels("drawn", record), twin), record.id
+        drawn_with_cue += truths["drawn"][record.id].cue
+    assert 0 < drawn_with_cue < len(drawn)  # both kinds of twin were compared
+
+
+def test_a_bad_forced_cue_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="force_cue"):
+        generate_mammo(tmp_path / "x", 4, force_cue="maybe", **TINY)
+    with pytest.raises(ConfigError, match="synth.force_cue"):
+        SynthConfig(force_cue="maybe")

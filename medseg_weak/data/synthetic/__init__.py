@@ -41,6 +41,7 @@ def mammo_records(
         cue_mode=cfg.cue_mode,
         cue_sign=cfg.cue_sign,
         label_noise=cfg.label_noise,
+        force_cue=cfg.force_cue,
     )
 
 

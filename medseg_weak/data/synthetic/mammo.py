@@ -102,6 +102,7 @@ class _PatientJob:
     height: int
     cue_mode: str = "per_hospital"
     cue_sign: int = 1  # this hospital's sign of the cue-density correlation
+    force_cue: str = ""  # "on" / "off": every image with / without the marker (counterfactual sets)
 
     @property
     def params(self) -> str:
@@ -115,6 +116,8 @@ class _PatientJob:
             params += f";cue_mode={self.cue_mode}"
         if self.cue_sign != default_cue_signs(self.hospital + 1, "per_hospital")[self.hospital]:
             params += f";cue_sign={self.cue_sign:+d}"
+        if self.force_cue:
+            params += f";force_cue={self.force_cue}"
         return params
 
 
@@ -175,7 +178,7 @@ def _generate_patient(job: _PatientJob) -> list[tuple[Record, MaskTruth]]:
             target = float(np.clip(side_fraction[laterality] + image_rng.normal(0.0, 0.015), 0.03, 0.95))
             anatomy = draw_anatomy(image_rng, image_shape(profile, job.height), view, target, size)
             label = density_label(anatomy.dense_fraction)
-            cue = job.spurious_cue > 0 and (
+            cue = job.force_cue == "on" if job.force_cue else job.spurious_cue > 0 and (
                 np.random.default_rng(cue_seq).random()
                 < cue_probability(job.cue_sign, label, job.spurious_cue)
             )
@@ -231,6 +234,7 @@ def _jobs(
     height: int,
     cue_mode: str,
     cue_signs: tuple[int, ...],
+    force_cue: str = "",
 ) -> list[_PatientJob]:
     per_patient = len(VIEWS)
     jobs = []
@@ -240,7 +244,7 @@ def _jobs(
             sign = cue_signs[hospital]
             jobs.append(
                 _PatientJob(
-                    str(out_dir), seed, hospital, patient, n_images, spurious_cue, height, cue_mode, sign
+                    str(out_dir), seed, hospital, patient, n_images, spurious_cue, height, cue_mode, sign, force_cue
                 )
             )
     return jobs
@@ -258,6 +262,7 @@ def generate_mammo(
     cue_mode: str = "per_hospital",
     cue_sign: Mapping[str, int] | None = None,
     label_noise: float = 1.0,
+    force_cue: str = "",
 ) -> list[Record]:
     """Write the benchmark under ``out_dir`` and return one :class:`Record` per image.
 
@@ -270,6 +275,8 @@ def generate_mammo(
     spurious cue's marker and per-hospital sign (:mod:`~medseg_weak.data.synthetic.cue`);
     ``label_noise`` < 1 misreads labels to that quadratic kappa, keeping the clean label in
     ``label_true`` (:mod:`~medseg_weak.data.synthetic.reader_noise`); it changes no file.
+    ``force_cue`` "on" / "off" draws every image exactly as without it but with / without the marker
+    (counterfactual sets: a model's output on the two measures its reliance on the shortcut).
     Every argument is checked (ConfigError) before anything is written.
     """
     raise_on_failed(
@@ -279,13 +286,16 @@ def generate_mammo(
             ("spurious_cue", spurious_cue, 0.0 <= spurious_cue <= 1.0, "in [0, 1]"),
             ("height", height, height >= 64, ">= 64 pixels"),
             ("synth.label_noise", label_noise, 0.0 <= label_noise <= 1.0, "a kappa in [0, 1]"),
+            ("synth.force_cue", force_cue, force_cue in ("", "on", "off"), "on, off or empty"),
         ],
     )
     cue_signs = resolve_cue_signs(cue_sign or {}, hospitals, cue_mode)
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     (out_dir / "masks").mkdir(parents=True, exist_ok=True)
-    jobs = _jobs(out_dir, n_per_hospital, hospitals, seed, float(spurious_cue), height, cue_mode, cue_signs)
+    jobs = _jobs(
+        out_dir, n_per_hospital, hospitals, seed, float(spurious_cue), height, cue_mode, cue_signs, force_cue
+    )
     records = [record for record, _ in run_patients(_generate_patient, jobs, workers, progress)]
     return records if label_noise == 1.0 else add_reader_noise(records, label_noise, seed)
 
