@@ -44,6 +44,10 @@ class SynthConfig(Checked):
     # mammograms: "on" / "off" = every image drawn as without this, but with / without the marker
     # (counterfactual sets for measuring a model's reliance on the cue); empty = the cue as drawn
     force_cue: Literal["", "on", "off"] = ""
+    cue_size: float = 1.0  # mammograms: the marker's radius relative to the default (2.6 % of the height)
+    # mammograms: per_hospital = each hospital its own scanner and population; shared = every hospital
+    # H1's, so with cue_mode shared the marker's sign is all that differs (the clean positive control)
+    vendor_mode: Literal["per_hospital", "shared"] = "per_hospital"
 
     def __post_init__(self) -> None:
         self._at_least("n_per_hospital", 1)
@@ -54,6 +58,8 @@ class SynthConfig(Checked):
         self._at_least("workers", 1)
         self._range("label_noise", 0.0, 1.0)
         self._check("force_cue", self.force_cue in ("", "on", "off"), "on, off or empty")
+        self._range("cue_size", 0.0, 4.0, low_open=True)
+        self._check("vendor_mode", self.vendor_mode in ("per_hospital", "shared"), "per_hospital or shared")
 
 
 @dataclass(frozen=True)

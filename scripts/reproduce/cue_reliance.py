@@ -15,7 +15,7 @@ over each image's marker pixels, mean over the images that carry the marker), fo
 model and the trained one. Hospitals whose cue sign differs should disagree in its sign.
 
     python scripts/reproduce/cue_reliance.py [--run runs/dg_shared]
-Writes docs/results/cue_reliance.{md,csv}.
+Writes docs/results/<name>.{md,csv} (default cue_reliance).
 """
 
 from __future__ import annotations
@@ -71,13 +71,14 @@ def marker_gradients(module, dataset_on, dataset_off, indices, dense_index) -> l
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", type=Path, default=Path("runs/dg_shared"))
+    p.add_argument("--name", default="cue_reliance", help="results file stem under docs/results/")
     args = p.parse_args()
     start = time.time()
     run = ROOT / args.run
     cfg = load_config(run / "config.yaml")
     work = run / "cue"
     sets = counterfactual_sets(cfg, work)
-    classes = cfg.classifier.classes
+    classes = cfg.classifier.classes or tuple(sets["on"].labels)
     dense = classes.index("D")
     domains = sorted({r.domain for r in sets["on"].records})
     signs = dict(zip(domains, resolve_cue_signs(cfg.synth.cue_sign, len(domains), cfg.synth.cue_mode)))
@@ -153,12 +154,12 @@ def main() -> int:
         f"The marker in the model's input ({cfg.data.image_size} px): {marker_px:.1f} pixels per image on "
         f"average (min {min(sizes)}, max {max(sizes)}), mean brightness change {marker_delta:.3f} there.",
     ]
-    (RESULTS / "cue_reliance.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     buf = io.StringIO()
     writer = csv.DictWriter(buf, ["test_domain", "recipe", "seed", "reliance"], lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    (RESULTS / "cue_reliance.csv").write_text(buf.getvalue())
+    (RESULTS / f"{args.name}.csv").write_text(buf.getvalue())
     print("\n".join(lines))
     print(
         json.dumps(

@@ -210,3 +210,39 @@ def test_a_bad_forced_cue_is_a_config_error(tmp_path: Path) -> None:
         generate_mammo(tmp_path / "x", 4, force_cue="maybe", **TINY)
     with pytest.raises(ConfigError, match="synth.force_cue"):
         SynthConfig(force_cue="maybe")
+
+
+def test_shared_vendor_and_a_larger_marker_make_the_clean_positive_control(tmp_path: Path) -> None:
+    """vendor_mode shared: every hospital scans like H1 (same DICOM vendor fields); cue_size scales the
+    marker's area with its radius squared; the default settings keep their resume key."""
+    import pydicom
+
+    shared = {"cue_mode": "shared", **TINY}
+    records = generate_mammo(tmp_path / "same", 8, vendor_mode="shared", **shared)
+    vendors = {
+        r.domain: (ds.Manufacturer, ds.ManufacturerModelName, ds.BitsStored)
+        for r in records
+        for ds in [pydicom.dcmread(tmp_path / "same" / r.path, stop_before_pixels=True)]
+    }
+    assert len(set(vendors.values())) == 1 and len(vendors) == 4
+    default = generate_mammo(tmp_path / "default", 8, **shared)
+    assert len({pydicom.dcmread(tmp_path / "default" / r.path).Manufacturer for r in default}) > 1
+
+    def marker_area(size: float) -> int:
+        out = {}
+        for state in ("on", "off"):
+            big = {**shared, "height": 256}  # at 64 px both radii round to 2-3 pixels
+            recs = generate_mammo(tmp_path / f"{size}{state}", 4, force_cue=state, cue_size=size, **big)
+            out[state] = pydicom.dcmread(tmp_path / f"{size}{state}" / recs[0].path).pixel_array.astype(int)
+        return int((out["on"] != out["off"]).sum())
+
+    small, large = marker_area(1.0), marker_area(2.0)
+    assert 2.5 < large / small < 5.0  # radius 7 vs 13 px: about 3.4x the area
+    params = mammo_truths(tmp_path / "same", records)[records[0].id].params
+    assert "vendor_mode=shared" in params
+
+
+@pytest.mark.parametrize(("key", "value"), [("cue_size", 0.0), ("cue_size", 5.0), ("vendor_mode", "mixed")])
+def test_bad_positive_control_settings_are_config_errors(key: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=f"synth.{key}"):
+        SynthConfig(**{key: value})

@@ -42,6 +42,8 @@ def mammo_records(
         cue_sign=cfg.cue_sign,
         label_noise=cfg.label_noise,
         force_cue=cfg.force_cue,
+        cue_size=cfg.cue_size,
+        vendor_mode=cfg.vendor_mode,
     )
 
 

@@ -37,10 +37,12 @@ CUE_MODES: tuple[str, ...] = ("per_hospital", "shared")
 
 @dataclass(frozen=True)
 class CueMarker:
-    """A marker's shape and its row offset from the nipple, in units of the breast's half-height."""
+    """A marker's shape, its row offset from the nipple in units of the breast's half-height, and its
+    size relative to the default (2.6 % of the image height in radius)."""
 
     shape: str
     row: float
+    scale: float = 1.0
 
 
 def profile_marker(profile: VendorProfile) -> CueMarker:
@@ -115,7 +117,7 @@ def cue_pixels(
     Its place is relative to the breast: rows from the nipple, columns just inside the skin line.
     """
     h, w = shape
-    radius = max(2, round(0.026 * h))
+    radius = max(2, round(0.026 * h * marker.scale))
     half_height = 0.42 * h
     row = round(anatomy.nipple[0] + (marker.row + rng.uniform(-0.05, 0.05)) * half_height)
     row = int(np.clip(row, radius, h - radius - 1))

@@ -41,8 +41,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -103,6 +104,8 @@ class _PatientJob:
     cue_mode: str = "per_hospital"
     cue_sign: int = 1  # this hospital's sign of the cue-density correlation
     force_cue: str = ""  # "on" / "off": every image with / without the marker (counterfactual sets)
+    cue_size: float = 1.0  # marker radius relative to the default
+    vendor_mode: str = "per_hospital"  # shared: every hospital scans with H1's profile and population
 
     @property
     def params(self) -> str:
@@ -118,6 +121,10 @@ class _PatientJob:
             params += f";cue_sign={self.cue_sign:+d}"
         if self.force_cue:
             params += f";force_cue={self.force_cue}"
+        if self.cue_size != 1.0:
+            params += f";cue_size={self.cue_size!r}"
+        if self.vendor_mode != "per_hospital":
+            params += f";vendor_mode={self.vendor_mode}"
         return params
 
 
@@ -159,7 +166,7 @@ def _generate_patient(job: _PatientJob) -> list[tuple[Record, MaskTruth]]:
     that exists, or switching the cue on, leaves every other draw unchanged.
     """
     out_dir = Path(job.out_dir)
-    profile = hospital_profile(job.hospital)
+    profile = hospital_profile(0 if job.vendor_mode == "shared" else job.hospital)
     patient_seq = np.random.SeedSequence([job.seed, job.hospital, job.patient])
     image_seqs = patient_seq.spawn(len(VIEWS))
     rng = np.random.default_rng(patient_seq)
@@ -183,7 +190,7 @@ def _generate_patient(job: _PatientJob) -> list[tuple[Record, MaskTruth]]:
                 < cue_probability(job.cue_sign, label, job.spurious_cue)
             )
             render_rng = np.random.default_rng(render_seq)
-            marker = hospital_marker(job.hospital, job.cue_mode)
+            marker = replace(hospital_marker(job.hospital, job.cue_mode), scale=job.cue_size)
             image = render_mammogram(anatomy, profile, render_rng, laterality, view, cue, marker)
             truth = MaskTruth(int(image.dense.sum()), int(image.tissue.sum()), bool(cue), job.params)
             _write_image(out_dir, job, profile, image, truth, VIEWS[index])
@@ -234,7 +241,7 @@ def _jobs(
     height: int,
     cue_mode: str,
     cue_signs: tuple[int, ...],
-    force_cue: str = "",
+    **options: Any,
 ) -> list[_PatientJob]:
     per_patient = len(VIEWS)
     jobs = []
@@ -244,7 +251,7 @@ def _jobs(
             sign = cue_signs[hospital]
             jobs.append(
                 _PatientJob(
-                    str(out_dir), seed, hospital, patient, n_images, spurious_cue, height, cue_mode, sign, force_cue
+                    str(out_dir), seed, hospital, patient, n_images, spurious_cue, height, cue_mode, sign, **options
                 )
             )
     return jobs
@@ -263,6 +270,8 @@ def generate_mammo(
     cue_sign: Mapping[str, int] | None = None,
     label_noise: float = 1.0,
     force_cue: str = "",
+    cue_size: float = 1.0,
+    vendor_mode: str = "per_hospital",
 ) -> list[Record]:
     """Write the benchmark under ``out_dir`` and return one :class:`Record` per image.
 
@@ -277,6 +286,8 @@ def generate_mammo(
     ``label_true`` (:mod:`~medseg_weak.data.synthetic.reader_noise`); it changes no file.
     ``force_cue`` "on" / "off" draws every image exactly as without it but with / without the marker
     (counterfactual sets: a model's output on the two measures its reliance on the shortcut).
+    ``cue_size`` scales the marker; ``vendor_mode`` "shared" gives every hospital H1's scanner and
+    population, so with ``cue_mode`` "shared" the marker's sign is all that differs between hospitals.
     Every argument is checked (ConfigError) before anything is written.
     """
     raise_on_failed(
@@ -287,15 +298,16 @@ def generate_mammo(
             ("height", height, height >= 64, ">= 64 pixels"),
             ("synth.label_noise", label_noise, 0.0 <= label_noise <= 1.0, "a kappa in [0, 1]"),
             ("synth.force_cue", force_cue, force_cue in ("", "on", "off"), "on, off or empty"),
+            ("synth.cue_size", cue_size, 0.0 < cue_size <= 4.0, "in (0, 4]"),
+            ("synth.vendor_mode", vendor_mode, vendor_mode in ("per_hospital", "shared"), "per_hospital or shared"),
         ],
     )
     cue_signs = resolve_cue_signs(cue_sign or {}, hospitals, cue_mode)
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     (out_dir / "masks").mkdir(parents=True, exist_ok=True)
-    jobs = _jobs(
-        out_dir, n_per_hospital, hospitals, seed, float(spurious_cue), height, cue_mode, cue_signs, force_cue
-    )
+    options = {"force_cue": force_cue, "cue_size": float(cue_size), "vendor_mode": vendor_mode}
+    jobs = _jobs(out_dir, n_per_hospital, hospitals, seed, float(spurious_cue), height, cue_mode, cue_signs, **options)
     records = [record for record, _ in run_patients(_generate_patient, jobs, workers, progress)]
     return records if label_noise == 1.0 else add_reader_noise(records, label_noise, seed)
 
