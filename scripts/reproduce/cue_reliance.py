@@ -161,11 +161,9 @@ def main() -> int:
     writer.writerows(rows)
     (RESULTS / f"{args.name}.csv").write_text(buf.getvalue())
     print("\n".join(lines))
-    print(
-        json.dumps(
-            {"seconds": round(seconds), "reliance": {r: table.cell(r, "average").mean for r in table.rows}}
-        )
-    )
+    overall = "average" if "average" in table.columns else table.columns[0]
+    reliance = {r: round(table.cell(r, overall).mean, 4) for r in table.rows}
+    print(json.dumps({"seconds": round(seconds), "reliance": reliance}))
     return 0
 
 
