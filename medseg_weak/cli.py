@@ -569,7 +569,7 @@ def cmd_dg_benchmark(args: argparse.Namespace) -> int:
         )
         console.print((run.stage(CHAIN) / "summary.md").read_text(), markup=False, highlight=False)
         console.print(f"tables, plot and results.jsonl in {run.stage(CHAIN)}")
-        return 0
+        return _benchmark_report(run.root, args.quiet)
     run.write_provenance(cfg)
     run_dg_benchmark(
         cfg,
@@ -583,6 +583,13 @@ def cmd_dg_benchmark(args: argparse.Namespace) -> int:
     )
     console.print(summary_path(run, args.selection).read_text(), markup=False, highlight=False)
     console.print(f"tables, plot and results.jsonl in {run.stage('dg')}")
+    return _benchmark_report(run.root, args.quiet)
+
+
+def _benchmark_report(run: Path, quiet: bool) -> int:
+    import medseg_weak as mw
+
+    console.print(f"report: {mw.report(run, progress=not quiet).page}", markup=False, highlight=False)
     return 0
 
 

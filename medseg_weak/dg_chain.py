@@ -143,6 +143,7 @@ def write_chain_tables(out: Path, outcomes: Sequence[dict[str, Any]]) -> Table:
             f"classifier {metric}",
             [(o["recipe"], o["test_domain"], o["classifier"][metric]) for o in outcomes],
         )
+        table.write(out, f"table_classifier_{metric}", plot=False)
         sections.append(
             f"### held-out classifier {metric} (its own training-domain selection)\n\n{table.to_markdown()}"
         )

@@ -54,6 +54,8 @@ def test_dg_benchmark_writes_tables_for_every_selection_rule(tmp_path, common):
     seed_scores = sorted(
         r["heldout"]["kappa"] for r in results if r["selection"] == "last" and r["recipe"] == "erm"
     )
+    page = (run / "report" / "index.html").read_text()  # the benchmark ends by writing the run's page
+    assert 'id="benchmark"' in page and "selected on the training hospitals" in page
     kappa = next(line for line in rows if line.startswith("last,kappa,erm,H2,"))
     assert float(kappa.split(",")[4]) == pytest.approx(sum(seed_scores) / 2, abs=1e-5)
     # rerun: every run is complete and skipped; the tables are rebuilt identically
@@ -182,6 +184,10 @@ def test_chain_benchmark_scores_each_recipes_segmenter_and_trains_one_oracle(tmp
         assert row in md
     assert "classifier kappa" in (out / "summary.md").read_text()
     assert (out / "table_dice.png").is_file()
+    # dg-benchmark ended by writing the run's page, with the benchmark section
+    page = (run / "report" / "index.html").read_text()
+    assert 'id="benchmark"' in page and "whole chain: held-out Dice per recipe" in page
+    assert "aug unet_cam" in page and "img/chain_dice.png" in page
     before = (out / "results.jsonl").read_text()
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.ckpt")}
     assert main([*args, "--run-dir", str(run), *common]) == 0  # rerun: every stage skipped

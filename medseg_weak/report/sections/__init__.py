@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from medseg_weak.report.context import ReportContext
 from medseg_weak.report.sections import (
+    benchmark,
     classifier,
     data,
     folds,
@@ -29,6 +30,7 @@ SECTIONS: tuple[Callable[[ReportContext], Section | list[Section] | None], ...] 
     quality.build,
     interpret.build,
     invariance.build,
+    benchmark.build,
     folds.build,
     nested.build,
 )
