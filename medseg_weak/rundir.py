@@ -33,8 +33,19 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Dotted keys whose values differ. A key one side lacks (a setting added to medseg-weak after the
+    folder was made) matches while the other side holds the setting's default, which is what the
+    older version did: upgrading must not make every existing run "made by a different config"."""
     a, b = flatten(old), flatten(new)
-    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    defaults = _defaults()
+    missing = object()
+    return sorted(
+        k for k in set(a) | set(b) if a.get(k, defaults.get(k, missing)) != b.get(k, defaults.get(k, missing))
+    )
+
+
+def _defaults() -> dict[str, Any]:
+    return flatten(to_dict(Config()))
 
 
 FOLDS = "folds"
