@@ -15,6 +15,14 @@ RESULTS = ROOT / "docs" / "results"
 CLI = ROOT / ".venv" / "bin" / "medseg-weak"
 
 
+def _head() -> str:
+    out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+START_COMMIT = _head()  # the code the measurement ran, not whatever HEAD is when it ends
+
+
 def medseg_weak(*args: str) -> None:
     """One CLI call; its output goes to the terminal's stderr side so the script's stdout stays the table."""
     subprocess.run([str(CLI), *args], check=True, cwd=ROOT, stdout=sys.stderr)
@@ -28,7 +36,7 @@ def provenance(seconds: float, config: str, seed: int = 0) -> list[str]:
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     return [
         f"Command: `{command}`  ",
-        f"Config: `{config}`, seed {seed}; commit `{info['git_commit']}`; {os.cpu_count()} CPU cores; "
+        f"Config: `{config}`, seed {seed}; commit `{START_COMMIT}`; {os.cpu_count()} CPU cores; "
         f"{seconds:.0f} s (finished stages are reused on reruns).  ",
         f"Python {info['python']}: {versions}.",
     ]
