@@ -22,6 +22,7 @@ if [ -n "${CHAIN:-}" ]; then
   folder=chain table=table_dice what="whole chain: mean held-out Dice of each run's CAM pseudo-masks, UNet on CAMs and oracle UNet, and its classifier's held-out metrics (its own training-domain selection)"
 fi
 start=$(date +%s)
+commit=$(git rev-parse HEAD)  # the code the benchmark ran, not whatever HEAD is when it ends
 medseg-weak dg-benchmark "${args[@]}" >/dev/null
 seconds=$(( $(date +%s) - start ))
 out=docs/results
@@ -32,7 +33,7 @@ cp "$run/$folder/$table.png" "$out/$name.png"
   echo "# dg-benchmark: held-out hospital x recipe ($config)"
   echo
   echo "Command: \`${CHAIN:+CHAIN=1 }${DOMAINS:+DOMAINS=$DOMAINS }bash scripts/reproduce/dg_recipes.sh $config $name $seeds $recipes\`  "
-  echo "Commit \`$(git rev-parse HEAD)\`, seeds 0..$((seeds - 1)), $(nproc --all) CPU cores, ${seconds} s (finished runs are reused on reruns).  "
+  echo "Commit \`$commit\`, seeds 0..$((seeds - 1)), $(nproc --all) CPU cores, ${seconds} s (finished runs are reused on reruns).  "
   echo "Versions: $(.venv/bin/python -c 'from medseg_weak.provenance import environment_info as e; print(", ".join(f"{k} {v}" for k, v in e()["versions"].items() if v))').  "
   echo "Config: \`$config\` (synth seed 0). Rows = recipe (a gradient rule, \`aug\` = scanner-shift augmentation, or both);"
   echo "columns = held-out hospital and the average over hospitals; cells = mean ± SE over seeds. Measured: $what."
