@@ -166,15 +166,15 @@ def run_dg_benchmark(
         values = [(o["recipe"], o["test_domain"], o["score"]) for o in outcomes if o["selection"] == name]
         tables[name] = Table.from_values(f"{metric}, selection: {name}", values)
         tables[name].write(out, f"table_{name}", plot=name == selection)
-    write_summary(out, outcomes)
+    write_summary(out, outcomes, selection)
     return tables[selection]
 
 
-def write_summary(out: Path, outcomes: Sequence[dict]) -> None:
-    """``summary.md`` / ``summary.csv``: every selection rule x metric of :data:`METRICS`, recipes x
-    held-out hospitals, mean ± SE over seeds (the CSV in long form: one row per cell)."""
+def write_summary(out: Path, outcomes: Sequence[dict], first: str = "training_domain") -> None:
+    """``summary.md`` / ``summary.csv``: every selection rule (``first`` first) x metric of
+    :data:`METRICS`, recipes x held-out hospitals, mean ± SE over seeds (the CSV in long form)."""
     sections, rows = [], []
-    for name in SELECTION.names():
+    for name in sorted(SELECTION.names(), key=lambda n: n != first):
         for metric in METRICS:
             values = [
                 (o["recipe"], o["test_domain"], o["heldout"].get(metric, float("nan")))
