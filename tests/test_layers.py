@@ -33,6 +33,7 @@ LAYERS = {
     "invariance": 6,
     "report": 6,
     "pipeline": 7,
+    "dg_chain": 7,
     "api": 7,
     "__init__": 7,
     "cli": 8,
