@@ -129,12 +129,6 @@ def write_chain_tables(out: Path, outcomes: Sequence[dict[str, Any]]) -> Table:
         values += [
             (f"{o['recipe']} {m}", o["test_domain"], o["dice"][m]) for m in SEGMENTERS if m in o["dice"]
         ]
-    first_recipe = outcomes[0]["recipe"] if outcomes else None
-    values += [  # one oracle per (hospital, seed): the copies in other recipes' runs are the same model
-        ("oracle", o["test_domain"], o["dice"]["unet_truth"])
-        for o in outcomes
-        if o["recipe"] == first_recipe and "unet_truth" in o["dice"]
-    ]
     dice = Table.from_values("held-out Dice", values)
     dice.write(out, "table_dice")
     sections = [f"### held-out Dice (mean over each run's held-out images)\n\n{dice.to_markdown()}"]
