@@ -27,7 +27,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from medseg_weak.classify.dg_benchmark import METRICS, parse_recipes, run_config
+from medseg_weak.classify.dg_benchmark import (
+    METRICS,
+    check_arguments,
+    held_out_domains,
+    parse_recipes,
+    run_config,
+)
 from medseg_weak.config import Config
 from medseg_weak.data.kinds import get_kind
 from medseg_weak.errors import ConfigError, InputError
@@ -59,20 +65,14 @@ def run_chain_benchmark(
     """Run every (held-out hospital, recipe, seed) chain; write results.jsonl and the tables; return
     the Dice table."""
     cfg = prepare_config(cfg)
+    check_arguments(recipes, seeds, "training_domain")
     chosen = parse_recipes(recipes)
-    if seeds < 1:
-        raise ConfigError(f"--seeds must be at least 1; got {seeds}")
     if get_kind(cfg.data.kind).chain != "segment":
         raise ConfigError(f"--chain runs the segmentation chain; 'data.kind' '{cfg.data.kind}' has none")
     summary = data_summary(cfg)
     if not summary.has_truth:
         raise InputError(summary.source, "--chain scores segmenters: it needs a mask_path for every image")
-    domains = list(domains or summary.domains)
-    unknown = [d for d in domains if d not in summary.domains]
-    if unknown:
-        raise ConfigError(
-            f"--domains: {', '.join(unknown)} not in the data; valid: {', '.join(summary.domains)}"
-        )
+    domains = held_out_domains(domains, summary.domains)
     for domain in domains:  # every run's plan, before the first one trains
         for recipe in chosen:
             c = run_config(cfg, recipe, domain, cfg.seed)

@@ -9,6 +9,7 @@ configs never mix in one folder. A leave-one-out run holds one complete run per 
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     )
 
 
+@functools.cache
 def _defaults() -> dict[str, Any]:
     return flatten(to_dict(Config()))
 

@@ -89,6 +89,15 @@ def check_arguments(recipes: Sequence[str], seeds: int, selection: str) -> None:
         raise ConfigError(f"--seeds must be at least 1; got {seeds}")
 
 
+def held_out_domains(given: Sequence[str] | None, available: Sequence[str]) -> list[str]:
+    """``--domains`` (default: every hospital in turn), each one checked against the data's."""
+    domains = list(given or available)
+    unknown = [d for d in domains if d not in available]
+    if unknown:
+        raise ConfigError(f"--domains: {', '.join(unknown)} not in the data; valid: {', '.join(available)}")
+    return domains
+
+
 def run_config(cfg: Config, recipe: Recipe, test_domain: str, seed: int) -> Config:
     classifier = dataclasses.replace(
         cfg.classifier,
@@ -116,12 +125,7 @@ def run_dg_benchmark(
     chosen_recipes = parse_recipes(recipes)
     # The data set is fixed by the base seed; trial seeds vary splits, initialisation and batches.
     base = restrict_classes(resolve_manifest(cfg, run), cfg.classifier.classes)
-    domains = list(domains or base.domains)
-    unknown = [d for d in domains if d not in base.domains]
-    if unknown:
-        raise ConfigError(
-            f"--domains: {', '.join(unknown)} not in the manifest; valid: {', '.join(base.domains)}"
-        )
+    domains = held_out_domains(domains, base.domains)
     summary = DataSummary(str(base.source), tuple(base.labels), tuple(base.domains), False)
     for domain in domains:  # every run's config, before the first one trains
         for recipe in chosen_recipes:

@@ -54,7 +54,7 @@ def counterfactual_sets(cfg, work: Path) -> dict[str, object]:
     return sets
 
 
-def marker_gradients(module, dataset_on, dataset_off, indices, dense_index) -> list[float]:
+def marker_gradients(module, dataset_on, dataset_off, indices) -> list[float]:
     """Per image: d loss / d (marker brightness) = the input gradient summed over its marker pixels."""
     net = module.model.eval()
     out = []
@@ -120,7 +120,7 @@ def main() -> int:
             if domain == held_out:
                 continue
             indices = [i for i, r in enumerate(sets["on"].records) if r.domain == domain and truths[r.id].cue]
-            grads = marker_gradients(module, datasets["on"], datasets["off"], indices, dense)
+            grads = marker_gradients(module, datasets["on"], datasets["off"], indices)
             mean = float(np.mean(grads))
             se = float(np.std(grads, ddof=1) / np.sqrt(len(grads))) if len(grads) > 1 else 0.0
             conflict.append((when, domain, signs[domain], len(grads), mean, se))
