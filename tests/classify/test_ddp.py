@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -197,13 +198,25 @@ def _worker(rank: int, port: int, out: str) -> None:
         NODE_RANK="0",
         LOCAL_RANK=str(rank),
     )
-    for name, overrides in {**MATCHING, **RANKS_AGREE}.items():
-        torch.save(_fit(overrides, WORLD, _ddp_strategy()), Path(out) / f"{name}-rank{rank}.pt")
-    for name, overrides in NAN_ON_RANK_1.items():  # last: these runs end in an exception
-        try:
-            _fit(overrides, WORLD, _ddp_strategy(), nan_rank=1)
-        except TrainingDiverged as err:
-            (Path(out) / f"{name}-rank{rank}.txt").write_text(str(err))
+    # The process's own stderr (C++ messages included) goes to a file the fixture shows if a rank dies:
+    # a SIGABRT says nothing by itself, and pytest's captured output of a child is easily cut short.
+    log = open(Path(out) / f"rank{rank}.log", "w")  # noqa: SIM115 - open for the process's lifetime
+    os.dup2(log.fileno(), 2)
+    try:
+        for name, overrides in {**MATCHING, **RANKS_AGREE}.items():
+            print(f"case {name}", file=sys.stderr, flush=True)
+            torch.save(_fit(overrides, WORLD, _ddp_strategy()), Path(out) / f"{name}-rank{rank}.pt")
+        for name, overrides in NAN_ON_RANK_1.items():  # last: these runs end in an exception
+            print(f"case {name}", file=sys.stderr, flush=True)
+            try:
+                _fit(overrides, WORLD, _ddp_strategy(), nan_rank=1)
+            except TrainingDiverged as err:
+                (Path(out) / f"{name}-rank{rank}.txt").write_text(str(err))
+    finally:
+        # Lightning leaves the process group to its owner (as torchrun would); tearing it down here,
+        # not in the interpreter's exit, keeps gloo's threads from dying with the process.
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 def _free_port() -> int:
@@ -216,7 +229,15 @@ def _free_port() -> int:
 def ddp_runs(tmp_path_factory) -> Path:
     """The folder of every case's results (``<case>-rank<r>.pt`` / ``.txt``) of two DDP processes."""
     out = tmp_path_factory.mktemp("ddp")
-    mp.start_processes(_worker, args=(_free_port(), str(out)), nprocs=WORLD, start_method="spawn")
+    try:
+        mp.start_processes(_worker, args=(_free_port(), str(out)), nprocs=WORLD, start_method="spawn")
+    except (mp.ProcessExitedException, mp.ProcessRaisedException) as err:
+        logs = "\n".join(
+            f"--- rank {r} (last 40 lines) ---\n" + "\n".join(log.read_text().splitlines()[-40:])
+            for r in range(WORLD)
+            if (log := out / f"rank{r}.log").exists()
+        )
+        pytest.fail(f"a DDP process died: {err}\n{logs}", pytrace=False)
     return out
 
 
