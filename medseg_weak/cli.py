@@ -183,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--rules",
         dest="recipes",
         default="erm,agr_sum,agr_rand,pcgrad",
-        help="comma-separated recipes: a gradient rule, aug (scanner-shift augmentation) or aug+<rule>",
+        help="comma-separated recipes: a gradient rule, aug (scanner-shift augmentation), adabn "
+        "(per-hospital BatchNorm statistics at test time) or several joined by + (aug+pcgrad+adabn)",
     )
     dg.add_argument("--seeds", type=int, default=3, help="trials per (hospital, rule)")
     dg.add_argument("--domains", help="held-out hospitals (default: every hospital in turn)")

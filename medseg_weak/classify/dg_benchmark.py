@@ -1,10 +1,12 @@
 """`medseg-weak dg-benchmark`: every held-out hospital x recipe x seed, then tables per selection rule.
 
-A recipe is a gradient rule, scanner-shift augmentation, or both: ``erm``, ``pcgrad``, ``aug``,
-``aug+pcgrad``. A recipe names everything it uses, so ``erm`` trains without augmentation even when
-the config sets some, and ``aug`` switches on the config's ``classifier.augment`` and
-``segmenter.augment`` (or :data:`DEFAULT_AUGMENT` / :data:`DEFAULT_SEGMENTER_AUGMENT` where the
-config sets none): the rows compare what their names say.
+A recipe is a gradient rule, scanner-shift augmentation, per-hospital BatchNorm statistics at test
+time, or a combination: ``erm``, ``pcgrad``, ``aug``, ``aug+pcgrad``, ``aug+pcgrad+adabn``. A recipe
+names everything it uses, so ``erm`` trains without augmentation and tests with the training
+statistics even when the config sets otherwise, ``aug`` switches on the config's
+``classifier.augment`` and ``segmenter.augment`` (or :data:`DEFAULT_AUGMENT` /
+:data:`DEFAULT_SEGMENTER_AUGMENT` where the config sets none) and ``adabn`` sets
+``classifier.test_bn: hospital``: the rows compare what their names say.
 
 Runs live in ``<run>/dg/<hospital>/<recipe>/seed<k>/`` as ordinary classifier stages, so an interrupted
 benchmark rerun with the same command skips finished runs and resumes the one it was in.
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 
 
 AUG = "aug"
+ADABN = "adabn"  # classifier.test_bn: hospital
 # What ``aug`` means when the config sets no augmentation: intensity curves and another hospital's
 # histogram or low-frequency amplitude spectrum, the project's tools against a new scanner.
 DEFAULT_AUGMENT = AugmentConfig(gamma=0.3, contrast=0.3, histogram_matching=0.5, fourier_mixing=0.5)
@@ -50,18 +53,21 @@ class Recipe:
     name: str
     rule: str
     augment: bool
+    adapt_bn: bool = False  # per-hospital BatchNorm statistics at test and CAM time (AdaBN)
 
     @classmethod
     def parse(cls, text: str) -> Recipe:
         parts = [p.strip() for p in text.split("+")]
-        rules = [p for p in parts if p != AUG]
-        valid = f"a gradient rule ({', '.join(RULES.names())}), '{AUG}', or '{AUG}+<rule>'"
+        rules = [p for p in parts if p not in (AUG, ADABN)]
+        valid = f"a gradient rule ({', '.join(RULES.names())}), '{AUG}', '{ADABN}', or joined by '+'"
         for part in rules:
             if part not in RULES.names():
                 raise ConfigError(f"recipe '{text}': '{part}' is not {valid}")
-        if len(rules) > 1 or parts.count(AUG) > 1:
-            raise ConfigError(f"recipe '{text}': at most one rule and one '{AUG}'; use {valid}")
-        return cls(text, rules[0] if rules else "erm", AUG in parts)
+        if len(rules) > 1 or parts.count(AUG) > 1 or parts.count(ADABN) > 1:
+            raise ConfigError(
+                f"recipe '{text}': at most one rule, one '{AUG}' and one '{ADABN}'; use {valid}"
+            )
+        return cls(text, rules[0] if rules else "erm", AUG in parts, ADABN in parts)
 
     def augment_config(self, cfg: Config) -> AugmentConfig:
         if not self.augment:
@@ -103,6 +109,7 @@ def run_config(cfg: Config, recipe: Recipe, test_domain: str, seed: int) -> Conf
         cfg.classifier,
         surgery=dataclasses.replace(cfg.classifier.surgery, rule=recipe.rule),
         augment=recipe.augment_config(cfg),
+        test_bn="hospital" if recipe.adapt_bn else "training",
     )
     segmenter = dataclasses.replace(cfg.segmenter, augment=recipe.segmenter_augment_config(cfg))
     data = dataclasses.replace(cfg.data, test_domain=test_domain)

@@ -28,7 +28,7 @@ they are copied from rank 0 before validation and at the end of training.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -42,6 +42,7 @@ from torch.nn.parallel import DistributedDataParallel
 from medseg_weak.classify.augment import DomainAugment
 from medseg_weak.classify.metrics import HospitalMetrics
 from medseg_weak.classify.model import Classifier
+from medseg_weak.classify.norm_stats import HospitalStatistics, recompute_bn_statistics
 from medseg_weak.classify.surgery import (
     RULES,
     GradientRule,
@@ -99,6 +100,7 @@ class ClassifierModule(L.LightningModule):
         self._generator_seed = seed
         self._generators: dict[str, torch.Generator] = {}
         self.test_predictions: list[dict[str, Any]] = []
+        self._test_statistics: HospitalStatistics | None = None
 
     @classmethod
     def from_config(
@@ -281,26 +283,32 @@ class ClassifierModule(L.LightningModule):
             self._recompute_bn_statistics()
         self._broadcast_buffers()
 
-    @torch.no_grad()
     def _recompute_bn_statistics(self) -> None:
         """Running BatchNorm statistics recomputed as the plain average over one pass of every
         training hospital's images in manifest order (the same images, the same order, every epoch:
         a resumed run recomputes what an unbroken one did)."""
-        norms = [m for m in self.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
         data = getattr(self.trainer, "datamodule", None)
-        if not norms or data is None:
-            return
-        momenta = [m.momentum for m in norms]
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None  # cumulative moving average: every batch counts alike
-        was_training = self.model.training
-        self.model.train()
-        for batch in data.loader(data.split("train"), shuffle=False):
-            self.model(batch["image"].to(self.device))
-        for m, momentum in zip(norms, momenta):
-            m.momentum = momentum
-        self.model.train(was_training)
+        if data is not None:
+            loader = data.loader(data.split("train"), shuffle=False)
+            recompute_bn_statistics(self.model, (batch["image"].to(self.device) for batch in loader))
+
+    def hospital_statistics(self, loader: Iterable[dict[str, Any]]) -> HospitalStatistics | None:
+        """Per-hospital BatchNorm statistics of ``loader``'s images when ``classifier.test_bn`` asks
+        for them (None: evaluate with the training statistics)."""
+        if self.cfg.test_bn != "hospital":
+            return None
+        return HospitalStatistics.from_batches(
+            self.model,
+            ((b["image"].to(self.device), [self.domains[int(d)] for d in b["domain"]]) for b in loader),
+            self.cfg.batch_size,
+        )
+
+    def logits(self, batch: dict[str, Any], statistics: HospitalStatistics | None = None) -> Tensor:
+        """The model's logits for an evaluation batch, under each image's hospital's statistics if given."""
+        images = batch["image"].to(self.device)
+        if statistics is None:
+            return self.model(images)
+        return statistics.apply(images, [self.domains[int(d)] for d in batch["domain"]], self.model)
 
     def on_train_end(self) -> None:
         self._broadcast_buffers()
@@ -312,8 +320,10 @@ class ClassifierModule(L.LightningModule):
         return torch.optim.AdamW(self.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     # ------------------------------------------------------------------------------------------ eval
-    def _evaluate(self, batch: dict[str, Any], metrics: HospitalMetrics) -> Tensor:
-        logits = self.model(batch["image"])
+    def _evaluate(
+        self, batch: dict[str, Any], metrics: HospitalMetrics, statistics: HospitalStatistics | None = None
+    ) -> Tensor:
+        logits = self.logits(batch, statistics)
         probs = logits.float().softmax(dim=1)
         metrics.update(probs, batch["label"], batch["domain"])
         return probs
@@ -325,7 +335,7 @@ class ClassifierModule(L.LightningModule):
         self._log_metrics("val", self.val_metrics)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        probs = self._evaluate(batch, self.test_metrics)
+        probs = self._evaluate(batch, self.test_metrics, self._test_statistics)
         for i in range(len(probs)):
             self.test_predictions.append(
                 {
@@ -338,6 +348,8 @@ class ClassifierModule(L.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self.test_predictions = []
+        data = getattr(self.trainer, "datamodule", None)
+        self._test_statistics = self.hospital_statistics(data.test_dataloader()) if data else None
 
     def on_test_epoch_end(self) -> None:
         self.test_results = self._log_metrics("test", self.test_metrics)

@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
@@ -23,6 +23,9 @@ from medseg_weak.data.manifest import Manifest
 from medseg_weak.data.splits import assign_patients
 from medseg_weak.io_utils import atomic_write_text
 from medseg_weak.registry import Registry
+
+if TYPE_CHECKING:
+    from medseg_weak.classify.module import ClassifierModule
 
 ORACLE_FRACTION = 0.2
 
@@ -90,13 +93,14 @@ class EpochRecorder(L.Callback):
         atomic_write_text(self.path, "\n".join(lines) + "\n")
 
     @torch.no_grad()
-    def _score(self, module: L.LightningModule, loader: torch.utils.data.DataLoader) -> dict[str, float]:
+    def _score(self, module: ClassifierModule, loader: torch.utils.data.DataLoader) -> dict[str, float]:
         num_classes = module.model.head.out_features
         metrics = HospitalMetrics(num_classes, self.domains).to(module.device)
         was_training = module.training
         module.eval()
+        statistics = module.hospital_statistics(loader)  # classifier.test_bn: hospital
         for batch in loader:
-            logits = module.model(batch["image"].to(module.device))
+            logits = module.logits(batch, statistics)
             metrics.update(
                 logits.float().softmax(1), batch["label"].to(module.device), batch["domain"].to(module.device)
             )

@@ -195,6 +195,10 @@ class ClassifierConfig(Checked):
     # recomputed before each validation from one pass over every training hospital's images
     # ("precise BN"), so evaluation normalises with statistics of the pooled training data.
     bn_stats: Literal["running", "pooled"] = "running"
+    # BatchNorm statistics at test and CAM time: ``training`` = those of training (above); ``hospital``
+    # = each hospital's images normalised with statistics of that hospital's own (unlabelled) images
+    # (AdaBN), which takes a scanner's intensity shift out before the decision threshold sees it.
+    test_bn: Literal["training", "hospital"] = "training"
     accelerator: str = "auto"
     devices: str = "auto"
     strategy: str = "auto"

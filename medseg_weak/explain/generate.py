@@ -24,10 +24,11 @@ import lightning as L
 import numpy as np
 import torch
 from PIL import Image as PILImage
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from medseg_weak.classify.module import ClassifierModule
+from medseg_weak.classify.norm_stats import HospitalStatistics
 from medseg_weak.config import CamConfig, Config
 from medseg_weak.core.overlap import pseudo_mask_overlap, saliency_scores
 from medseg_weak.core.predict_loop import predict_trainer, runs_in_one_process
@@ -101,6 +102,21 @@ def load_classifier(checkpoint: Path) -> ClassifierModule:
     return module.eval()
 
 
+def hospital_statistics(
+    cfg: Config, module: ClassifierModule, dataset: PreprocessedDataset
+) -> HospitalStatistics | None:
+    """With ``classifier.test_bn: hospital``, each hospital's BatchNorm statistics from all of its
+    images in the manifest (not only those still to explain: a resumed run uses the same ones)."""
+    if cfg.classifier.test_bn != "hospital":
+        return None
+    loader = DataLoader(dataset, batch_size=cfg.classifier.batch_size, num_workers=cfg.data.num_workers)
+    return HospitalStatistics.from_batches(
+        module.model,
+        ((b["image"], [dataset.domains[int(d)] for d in b["domain"]]) for b in loader),
+        cfg.classifier.batch_size,
+    )
+
+
 def target_index(cam: CamConfig, labels: list[str]) -> int | None:
     if cam.target == "predicted":
         return None
@@ -152,7 +168,8 @@ def generate_cams(
             num_workers=cfg.data.num_workers,
             collate_fn=_collate,
         )
-        writer = CamWriter(module.model, c, target, labels, dataset.records, out, evaluate)
+        statistics = hospital_statistics(cfg, module, dataset)
+        writer = CamWriter(module.model, c, target, labels, dataset.records, out, evaluate, statistics)
         trainer.predict(writer, loader, return_predictions=False)
     # Every rank's meta files exist before the index is read. (Nothing to do: no loop, no process group,
     # and each rank may take itself for rank 0; they then write the same index, atomically.)
@@ -175,9 +192,11 @@ class CamWriter(L.LightningModule):
         records: list[Record],
         out: Path,
         evaluate: bool,
+        statistics: HospitalStatistics | None = None,
     ) -> None:
         super().__init__()
         self.model = model
+        self.statistics = statistics  # per-hospital BatchNorm statistics (classifier.test_bn)
         self.cam_cfg = cam_cfg
         self.target = target
         self.labels = labels
@@ -188,10 +207,11 @@ class CamWriter(L.LightningModule):
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> int:
         """Returns the number of images written (with ``return_predictions=False`` nothing is kept)."""
         c = self.cam_cfg
-        with torch.enable_grad():  # the loop runs under no_grad; Grad-CAM differentiates the score
-            cams = compute_cams(
+
+        def cams_of(images: Tensor) -> Tensor:
+            return compute_cams(
                 self.model,
-                batch["image"],
+                images,
                 target_layer=c.layer,
                 method=c.method,
                 targets=self.target,
@@ -199,6 +219,13 @@ class CamWriter(L.LightningModule):
                 aug_smooth=c.aug_smooth,
                 fixed_batches=True,  # a resumed run's shorter last batch must round like a full one
             )
+
+        with torch.enable_grad():  # the loop runs under no_grad; Grad-CAM differentiates the score
+            if self.statistics is None:
+                cams = cams_of(batch["image"])
+            else:
+                domains = [self.records[i].domain for i in batch["position"]]
+                cams = self.statistics.apply(batch["image"], domains, cams_of)
         for i, arrays, geometry, cam in zip(
             batch["position"], batch["arrays"], batch["geometry"], cams.float().cpu().numpy()
         ):

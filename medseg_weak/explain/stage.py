@@ -93,6 +93,8 @@ class CamsStage(Stage):
     def fingerprint(self, cfg: Config) -> dict[str, Any]:
         relevant = {**stage_config(cfg, "cams", "data"), "select": self.select, "evaluate": self.evaluate}
         relevant.pop("seed")  # CAMs are a deterministic function of the classifier and the images
+        if cfg.classifier.test_bn != "training":  # (absent when default: earlier runs' CAMs stay valid)
+            relevant["classifier_test_bn"] = cfg.classifier.test_bn  # the statistics CAMs normalise with
         for key in CamConfig.PLACEMENT:  # where the loop runs; the files are the same bytes anywhere
             relevant["cams"].pop(key)
         if self.checkpoint is not None:

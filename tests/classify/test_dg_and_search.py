@@ -70,24 +70,31 @@ def test_dg_benchmark_rejects_unknown_rule_before_training(tmp_path, common):
 
 
 @pytest.mark.parametrize(
-    ("text", "rule", "augment"),
+    ("text", "rule", "augment", "adapt_bn"),
     [
-        ("erm", "erm", False),
-        ("aug", "erm", True),
-        ("aug+pcgrad", "pcgrad", True),
-        ("agr_sum+aug", "agr_sum", True),
+        ("erm", "erm", False, False),
+        ("aug", "erm", True, False),
+        ("aug+pcgrad", "pcgrad", True, False),
+        ("agr_sum+aug", "agr_sum", True, False),
+        ("adabn", "erm", False, True),
+        ("aug+pcgrad+adabn", "pcgrad", True, True),
     ],
 )
-def test_recipe_names_say_rule_and_augmentation(text, rule, augment):
+def test_recipe_names_say_rule_and_augmentation(text, rule, augment, adapt_bn):
     from medseg_weak.classify.dg_benchmark import Recipe
 
     recipe = Recipe.parse(text)
-    assert (recipe.name, recipe.rule, recipe.augment) == (text, rule, augment)
+    assert (recipe.name, recipe.rule, recipe.augment, recipe.adapt_bn) == (text, rule, augment, adapt_bn)
 
 
 @pytest.mark.parametrize(
     ("text", "says"),
-    [("bogus", "'bogus' is not"), ("pcgrad+agr_sum", "at most one"), ("aug+aug", "at most one")],
+    [
+        ("bogus", "'bogus' is not"),
+        ("pcgrad+agr_sum", "at most one"),
+        ("aug+aug", "at most one"),
+        ("adabn+adabn", "at most one"),
+    ],
 )
 def test_bad_recipes_say_what_a_recipe_is(text, says):
     from medseg_weak.classify.dg_benchmark import Recipe
@@ -95,7 +102,7 @@ def test_bad_recipes_say_what_a_recipe_is(text, says):
 
     with pytest.raises(ConfigError, match=says) as err:
         Recipe.parse(text)
-    assert "pcgrad" in str(err.value) and "aug+<rule>" in str(err.value)
+    assert "pcgrad" in str(err.value) and "adabn" in str(err.value) and "joined by '+'" in str(err.value)
 
 
 def test_a_recipe_names_all_its_augmentation():
@@ -110,6 +117,9 @@ def test_a_recipe_names_all_its_augmentation():
     c = run_config(plain, aug, "H2", 3)
     assert c.classifier.augment == DEFAULT_AUGMENT and DEFAULT_AUGMENT.enabled
     assert (c.classifier.surgery.rule, c.data.test_domain, c.seed) == ("pcgrad", "H2", 3)
+    adapted = load_config(None, ["classifier.test_bn=hospital"])
+    assert run_config(adapted, erm, "H1", 0).classifier.test_bn == "training"  # not named: off
+    assert run_config(plain, Recipe.parse("adabn"), "H1", 0).classifier.test_bn == "hospital"
 
 
 @pytest.mark.slow
