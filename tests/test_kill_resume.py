@@ -120,13 +120,15 @@ def test_cams_killed_mid_generation_finish_byte_for_byte(trained_run, tmp_path):
     ).read_bytes()
 
 
-def test_self_training_round_killed_resumes_to_identical_weights(synth_mammo, tmp_path):
+def test_augmented_self_training_round_killed_resumes_to_identical_weights(synth_mammo, tmp_path):
     extra = (
         "classifier.epochs=1",
         "segmenter.encoder_depth=3",
         "segmenter.decoder_channels=[16,8,8]",
         "segmenter.epochs=3",
         "segmenter.self_training_rounds=1",
+        "segmenter.augment.gamma=0.3",  # augmentation draws, seeded by step: a resume must redraw them
+        "segmenter.augment.contrast=0.3",
     )
     args = ["pipeline", *options(synth_mammo, *extra)]
     cli([*args, "--run-dir", str(tmp_path / "whole")])
