@@ -35,7 +35,7 @@ cp "$run/$folder/$table.png" "$out/$name.png"
   echo "Command: \`${CHAIN:+CHAIN=1 }${DOMAINS:+DOMAINS=$DOMAINS }bash scripts/reproduce/dg_recipes.sh $config $name $seeds $recipes\`  "
   echo "Commit \`$commit\`, seeds 0..$((seeds - 1)), $(nproc --all) CPU cores, ${seconds} s (finished runs are reused on reruns).  "
   echo "Versions: $(.venv/bin/python -c 'from medseg_weak.provenance import environment_info as e; print(", ".join(f"{k} {v}" for k, v in e()["versions"].items() if v))').  "
-  echo "Config: \`$config\` (synth seed 0). Rows = recipe (a gradient rule, \`aug\` = scanner-shift augmentation, or both);"
+  echo "Config: \`$config\` (synth seed 0). Rows = recipe (a gradient rule, \`aug\` = scanner-shift augmentation, \`adabn\` = per-hospital BatchNorm statistics at test and CAM time, joined by +);"
   echo "columns = held-out hospital and the average over hospitals; cells = mean ± SE over seeds. Measured: $what."
   echo "The CSV ($name.csv) holds every cell with its count."
   echo
