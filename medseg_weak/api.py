@@ -199,7 +199,7 @@ def dg_benchmark(
     progress: bool = True,
 ) -> Table:
     """Leave-one-hospital-out: a classifier per held-out hospital x recipe (``erm``, ``aug``,
-    ``pcgrad``, ``aug+pcgrad``, ...) x seed under ``<run>/dg/``; finished runs are reused. Returns the
+    ``pcgrad``, ``adabn``, ``aug+pcgrad+adabn``, ...) x seed under ``<run>/dg/``; finished runs are reused. Returns the
     ``metric`` table (recipes x held-out hospitals, mean ± SE over seeds) under ``selection``;
     ``dg/summary.md`` holds every selection rule x metric.
 

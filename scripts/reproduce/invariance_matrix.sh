@@ -7,7 +7,10 @@ cd "$(dirname "$0")/../.."
 export PATH="$PWD/.venv/bin:$PATH"
 run=${1:-runs/invariance_matrix}
 start=$(date +%s)
-medseg-weak invariance-matrix --config configs/demo.yaml --run-dir "$run" --test-domain H4 -q \
+# Each row's augmentation is all it trains with: the demo config's own scanner-shift augmentation is off.
+no_augment=(--set classifier.augment.gamma=0 --set classifier.augment.contrast=0
+  --set classifier.augment.histogram_matching=0 --set classifier.augment.fourier_mixing=0)
+medseg-weak invariance-matrix --config configs/demo.yaml "${no_augment[@]}" --run-dir "$run" --test-domain H4 -q \
   --train identity,rotation,brightness,contrast,gaussian_blur \
   --eval rotation,brightness,contrast,gaussian_blur,vendor_curve
 seconds=$(( $(date +%s) - start ))
