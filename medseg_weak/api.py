@@ -199,9 +199,9 @@ def dg_benchmark(
     progress: bool = True,
 ) -> Table:
     """Leave-one-hospital-out: a classifier per held-out hospital x recipe (``erm``, ``aug``,
-    ``pcgrad``, ``adabn``, ``aug+pcgrad+adabn``, ...) x seed under ``<run>/dg/``; finished runs are reused. Returns the
-    ``metric`` table (recipes x held-out hospitals, mean ± SE over seeds) under ``selection``;
-    ``dg/summary.md`` holds every selection rule x metric.
+    ``pcgrad``, ``adabn``, ``aug+pcgrad+adabn``, ...) x seed under ``<run>/dg/``; finished runs are
+    reused. Returns the ``metric`` table (recipes x held-out hospitals, mean ± SE over seeds) under
+    ``selection``; ``dg/summary.md`` holds every selection rule x metric.
 
     ``chain``: the whole chain per run instead (classifier, CAMs, UNet on CAMs, oracle) under
     ``<run>/chain/``; returns the held-out Dice table."""
