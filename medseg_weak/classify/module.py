@@ -299,7 +299,7 @@ class ClassifierModule(L.LightningModule):
             return None
         return HospitalStatistics.from_batches(
             self.model,
-            ((b["image"].to(self.device), [self.domains[int(d)] for d in b["domain"]]) for b in loader),
+            ((b["image"].to(self.device), self._hospitals(b)) for b in loader),
             self.cfg.batch_size,
         )
 
@@ -308,7 +308,10 @@ class ClassifierModule(L.LightningModule):
         images = batch["image"].to(self.device)
         if statistics is None:
             return self.model(images)
-        return statistics.apply(images, [self.domains[int(d)] for d in batch["domain"]], self.model)
+        return statistics.apply(images, self._hospitals(batch), self.model)
+
+    def _hospitals(self, batch: dict[str, Any]) -> list[str]:
+        return [self.domains[int(d)] for d in batch["domain"]]
 
     def on_train_end(self) -> None:
         self._broadcast_buffers()

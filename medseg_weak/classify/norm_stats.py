@@ -118,7 +118,7 @@ class HospitalStatistics:
         """``fn`` of each hospital's images under that hospital's statistics, in the batch's order."""
         if not self.norms:
             return fn(images)
-        missing = sorted({d for d in domains} - self.states.keys())
+        missing = sorted(set(domains) - self.states.keys())
         if missing:
             raise KeyError(f"no BatchNorm statistics for hospital(s) {', '.join(missing)}")
         own = _state(self.norms)
