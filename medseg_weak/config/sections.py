@@ -39,6 +39,8 @@ class SynthConfig(Checked):
     # sign (+1 / -1) of the cue-density correlation per hospital, e.g. {H1: -1, H2: 1}; hospitals not
     # named keep the mode's default (documented in data/synthetic/cue.py)
     cue_sign: dict[str, int] = field(default_factory=dict)
+    # strength in [0, 1] per hospital, e.g. {H3: 0.3}; hospitals not named have spurious_cue
+    cue_strength: dict[str, float] = field(default_factory=dict)
     # mammograms: reader noise as the target quadratic kappa of noisy vs clean labels; 1 = none
     label_noise: float = 1.0
     # mammograms: "on" / "off" = every image drawn as without this, but with / without the marker

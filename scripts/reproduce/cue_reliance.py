@@ -5,7 +5,7 @@ The benchmark is drawn twice more with `synth.force_cue` on and off: every image
 and without the marker. For each (held-out hospital, recipe, seed) classifier (its best checkpoint,
 training-domain selection) on the held-out hospital's images:
 
-* reliance = mean over images of P(D | marker on) - P(D | marker off), times the sign of the
+* reliance = mean over images of P(densest class | marker on) - P(... | marker off), times the sign of the
   training hospitals' majority (+1: the marker goes with dense breasts): > 0 means the model follows
   the training majority's shortcut, which is wrong on the held-out hospital; 0 = ignores the marker.
 
@@ -79,7 +79,7 @@ def main() -> int:
     work = run / "cue"
     sets = counterfactual_sets(cfg, work)
     classes = cfg.classifier.classes or tuple(sets["on"].labels)
-    dense = classes.index("D")
+    dense = len(classes) - 1  # the densest class the classifier tells apart (D, or C for B vs C)
     domains = sorted({r.domain for r in sets["on"].records})
     signs = dict(zip(domains, resolve_cue_signs(cfg.synth.cue_sign, len(domains), cfg.synth.cue_mode)))
     caches = {state: ArrayCache(work / state / "cache") for state in sets}
@@ -137,7 +137,8 @@ def main() -> int:
         "",
         *provenance(seconds, str(args.run / "config.yaml"), cfg.seed),
         "",
-        "Reliance: mean over the held-out hospital's images of P(D | marker on) - P(D | marker off) (the",
+        f"Reliance: mean over the held-out hospital's images of P({classes[dense]} | marker on)"
+        f" - P({classes[dense]} | marker off) (the",
         "same images drawn with and without the marker, `synth.force_cue`), times the training majority's",
         "cue sign: > 0 = the model follows the training hospitals' shortcut, 0 = it ignores the marker.",
         "Mean ± SE over seeds; each classifier at its training-domain-selected checkpoint.",

@@ -18,6 +18,7 @@ from medseg_weak.data.synthetic.cue import (
     default_cue_signs,
     hospital_marker,
     resolve_cue_signs,
+    resolve_cue_strengths,
 )
 from medseg_weak.data.synthetic.mammo import draw_anatomy, generate_mammo, hospital_profile, mammo_truths
 from medseg_weak.data.synthetic.render import render
@@ -113,6 +114,26 @@ def test_a_bad_cue_sign_fails_before_anything_is_written(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    ("cue_strength", "message"),
+    [
+        ({"H7": 0.5}, "'synth.cue_strength.H7' names no hospital: the hospitals are H1..H4"),
+        ({"H2": 1.5}, "'synth.cue_strength.H2' must be a number in [0, 1]; got 1.5"),
+        ({"H2": -0.1}, "'synth.cue_strength.H2' must be a number in [0, 1]; got -0.1"),
+        ({"H2": "high"}, "'synth.cue_strength.H2' must be a number in [0, 1]; got 'high'"),
+    ],
+)
+def test_a_bad_cue_strength_fails_before_anything_is_written(
+    tmp_path: Path, cue_strength: dict, message: str
+) -> None:
+    cfg = SynthConfig(
+        n_per_hospital=4, height=64, spurious_cue=1.0, cue_mode="shared", cue_strength=cue_strength
+    )
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        generate(tmp_path / "out", cfg)
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_bad_cue_mode_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=re.escape("'synth.cue_mode' must be one of per_hospital, shared")):
         generate_mammo(tmp_path / "out", 4, height=64, cue_mode="everywhere")
@@ -124,6 +145,9 @@ def test_cli_flags_and_cue_sign_errors(tmp_path: Path, capsys: pytest.CaptureFix
     args = ["synth", "mammo", "--out", str(out), "--n-per-hospital", "4", "--height", "64", "-q"]
     assert main([*args, "--cue-mode", "shared", "--set", "synth.cue_sign.H9=1"]) == 3
     assert "'synth.cue_sign.H9' names no hospital" in capsys.readouterr().err
+    assert not out.exists()
+    assert main([*args, "--cue-mode", "shared", "--set", "synth.cue_strength.H2=2"]) == 3
+    assert "'synth.cue_strength.H2' must be a number in [0, 1]; got 2" in capsys.readouterr().err
     assert not out.exists()
     assert main([*args, "--label-noise", "1.5"]) == 3
     assert "'synth.label_noise' must be in [0, 1]; got 1.5" in capsys.readouterr().err
@@ -139,6 +163,44 @@ def test_generated_cue_follows_each_hospitals_sign(tmp_path: Path) -> None:
         pairs = [(r.label in ("C", "D"), truths[r.id].cue) for r in records if r.domain == hospital]
         assert {dense for dense, _ in pairs} == {True, False}  # both kinds present, so the check bites
         assert all(cue == (dense if sign > 0 else not dense) for dense, cue in pairs)
+
+
+def test_cue_strength_sets_each_hospitals_correlation(tmp_path: Path) -> None:
+    """A per-hospital strength: 0 draws no marker there, 1 puts it on exactly one kind, the hospitals
+    not named keep spurious_cue; an image's resume key carries its own hospital's strength."""
+    records = generate_mammo(
+        tmp_path, 16, cue_mode="shared", cue_strength={"H2": 0.0, "H3": 1.0}, **{**TINY, "spurious_cue": 0.0}
+    )
+    truths = mammo_truths(tmp_path, records)
+    cues = {h: [truths[r.id].cue for r in records if r.domain == h] for h in ("H1", "H2", "H3", "H4")}
+    assert not any(cues["H1"] + cues["H2"] + cues["H4"])
+    h3 = [(r.label in ("C", "D"), truths[r.id].cue) for r in records if r.domain == "H3"]
+    assert {dense for dense, _ in h3} == {True, False} and all(cue == dense for dense, cue in h3)
+    assert {truths[r.id].params for r in records if r.domain == "H3"} == {
+        "seed=7;height=64;spurious_cue=1.0;cue_mode=shared"
+    }
+    assert resolve_cue_strengths({"H3": 0.25}, 4, 0.9) == (0.9, 0.9, 0.25, 0.9)
+
+
+def test_cue_strength_correlation_over_hundreds_of_images(tmp_path: Path) -> None:
+    """Strength s: P(cue | favoured kind) - P(cue | other kind) = s, checked on 200 images per hospital."""
+    strengths = {"H1": 0.8, "H2": 0.2}
+    records = generate_mammo(
+        tmp_path,
+        200,
+        hospitals=2,
+        seed=1,
+        height=64,
+        cue_mode="shared",
+        cue_sign={"H1": 1, "H2": 1},
+        cue_strength=strengths,
+    )
+    truths = mammo_truths(tmp_path, records)
+    for hospital, strength in strengths.items():
+        dense = [truths[r.id].cue for r in records if r.domain == hospital and r.label in ("C", "D")]
+        fatty = [truths[r.id].cue for r in records if r.domain == hospital and r.label in ("A", "B")]
+        assert min(len(dense), len(fatty)) > 50
+        assert abs((np.mean(dense) - np.mean(fatty)) - strength) < 0.2, hospital
 
 
 def test_shared_mode_is_deterministic_and_other_modes_redraw(tmp_path: Path) -> None:
@@ -186,7 +248,10 @@ def test_forced_cue_sets_are_counterfactuals_of_the_drawn_images(tmp_path: Path)
     off = generate_mammo(tmp_path / "off", 8, force_cue="off", **shared)
     assert [(r.id, r.label, r.label_true) for r in on] == [(r.id, r.label, r.label_true) for r in drawn]
     assert [(r.id, r.label) for r in off] == [(r.id, r.label) for r in drawn]
-    truths = {name: mammo_truths(tmp_path / name, recs) for name, recs in (("drawn", drawn), ("on", on), ("off", off))}
+    truths = {
+        name: mammo_truths(tmp_path / name, recs)
+        for name, recs in (("drawn", drawn), ("on", on), ("off", off))
+    }
     assert all(truths["on"][r.id].cue for r in on) and not any(truths["off"][r.id].cue for r in off)
 
     def pixels(name: str, record) -> np.ndarray:

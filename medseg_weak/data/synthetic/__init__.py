@@ -40,6 +40,7 @@ def mammo_records(
         height=cfg.height,
         cue_mode=cfg.cue_mode,
         cue_sign=cfg.cue_sign,
+        cue_strength=cfg.cue_strength,
         label_noise=cfg.label_noise,
         force_cue=cfg.force_cue,
         cue_size=cfg.cue_size,

@@ -17,7 +17,10 @@ Two modes (``synth.cue_mode``):
   hospital -1 and the others holding a strict +1 majority, so holding the LAST hospital out tests a
   correlation opposite to the training majority. For 4 hospitals: H1 +1, H2 -1, H3 +1, H4 -1.
 
-``synth.cue_sign`` ({H2: 1, ...}) overrides the default sign of the hospitals it names, in either mode.
+``synth.cue_sign`` ({H2: 1, ...}) overrides the default sign of the hospitals it names, in either mode,
+and ``synth.cue_strength`` ({H3: 0.3, ...}) the strength (``spurious_cue``) of the hospitals it names:
+a hospital whose weak correlation opposes the others is where gradient agreement has something to
+mask while the training hospitals, averaged, still favour the shortcut.
 """
 
 from __future__ import annotations
@@ -84,6 +87,19 @@ def resolve_cue_signs(cue_sign: Mapping[str, int], hospitals: int, mode: str) ->
             raise ConfigError(f"'synth.cue_sign.{key}' must be -1 or +1; got {sign!r}")
     defaults = default_cue_signs(hospitals, mode)
     return tuple(int(cue_sign.get(name, default)) for name, default in zip(names, defaults))
+
+
+def resolve_cue_strengths(cue_strength: Mapping[str, float], hospitals: int, default: float) -> tuple[float, ...]:
+    """Each hospital's cue strength: ``default`` (``synth.spurious_cue``) overridden by ``cue_strength``."""
+    names = [hospital_name(index) for index in range(hospitals)]
+    for key, strength in cue_strength.items():
+        if key not in names:
+            raise ConfigError(
+                f"'synth.cue_strength.{key}' names no hospital: the hospitals are {names[0]}..{names[-1]}"
+            )
+        if isinstance(strength, bool) or not isinstance(strength, int | float) or not 0.0 <= strength <= 1.0:
+            raise ConfigError(f"'synth.cue_strength.{key}' must be a number in [0, 1]; got {strength!r}")
+    return tuple(float(cue_strength.get(name, default)) for name in names)
 
 
 def cue_probability(sign: int, label: str, strength: float) -> float:

@@ -54,6 +54,7 @@ from medseg_weak.data.synthetic.cue import (
     default_cue_signs,
     hospital_marker,
     resolve_cue_signs,
+    resolve_cue_strengths,
 )
 from medseg_weak.data.synthetic.dicom_writer import MammoDicomInfo, write_mammo_dicom
 from medseg_weak.data.synthetic.jobs import common_checks, raise_on_failed, run_patients
@@ -237,7 +238,7 @@ def _jobs(
     n_per_hospital: int,
     hospitals: int,
     seed: int,
-    spurious_cue: float,
+    strengths: tuple[float, ...],
     height: int,
     cue_mode: str,
     cue_signs: tuple[int, ...],
@@ -248,10 +249,10 @@ def _jobs(
     for hospital in range(hospitals):
         for patient in range(math.ceil(n_per_hospital / per_patient)):
             n_images = min(per_patient, n_per_hospital - patient * per_patient)
-            sign = cue_signs[hospital]
+            sign, strength = cue_signs[hospital], strengths[hospital]
             jobs.append(
                 _PatientJob(
-                    str(out_dir), seed, hospital, patient, n_images, spurious_cue, height, cue_mode, sign, **options
+                    str(out_dir), seed, hospital, patient, n_images, strength, height, cue_mode, sign, **options
                 )
             )
     return jobs
@@ -268,6 +269,7 @@ def generate_mammo(
     workers: int = 1,
     cue_mode: str = "per_hospital",
     cue_sign: Mapping[str, int] | None = None,
+    cue_strength: Mapping[str, float] | None = None,
     label_noise: float = 1.0,
     force_cue: str = "",
     cue_size: float = 1.0,
@@ -281,7 +283,8 @@ def generate_mammo(
     Deterministic and resumable: the same arguments give byte-identical files, images already on
     disk are not redrawn, and ``workers`` > 1 (a process pool over patients) changes nothing but
     speed. ``progress(1)`` is called once per image. ``cue_mode`` and ``cue_sign`` choose the
-    spurious cue's marker and per-hospital sign (:mod:`~medseg_weak.data.synthetic.cue`);
+    spurious cue's marker and per-hospital sign, ``cue_strength`` overrides ``spurious_cue`` for the
+    hospitals it names (:mod:`~medseg_weak.data.synthetic.cue`);
     ``label_noise`` < 1 misreads labels to that quadratic kappa, keeping the clean label in
     ``label_true`` (:mod:`~medseg_weak.data.synthetic.reader_noise`); it changes no file.
     ``force_cue`` "on" / "off" draws every image exactly as without it but with / without the marker
@@ -303,11 +306,12 @@ def generate_mammo(
         ],
     )
     cue_signs = resolve_cue_signs(cue_sign or {}, hospitals, cue_mode)
+    strengths = resolve_cue_strengths(cue_strength or {}, hospitals, float(spurious_cue))
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     (out_dir / "masks").mkdir(parents=True, exist_ok=True)
     options = {"force_cue": force_cue, "cue_size": float(cue_size), "vendor_mode": vendor_mode}
-    jobs = _jobs(out_dir, n_per_hospital, hospitals, seed, float(spurious_cue), height, cue_mode, cue_signs, **options)
+    jobs = _jobs(out_dir, n_per_hospital, hospitals, seed, strengths, height, cue_mode, cue_signs, **options)
     records = [record for record, _ in run_patients(_generate_patient, jobs, workers, progress)]
     return records if label_noise == 1.0 else add_reader_noise(records, label_noise, seed)
 
