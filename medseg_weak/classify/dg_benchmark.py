@@ -46,6 +46,7 @@ DEFAULT_AUGMENT = AugmentConfig(gamma=0.3, contrast=0.3, histogram_matching=0.5,
 # and for the segmenter of the whole chain (dg-benchmark --chain): intensity curves only
 DEFAULT_SEGMENTER_AUGMENT = IntensityAugmentConfig(gamma=0.3, contrast=0.3)
 METRICS = ("accuracy", "balanced_accuracy", "kappa", "auroc")  # summarised for every run
+BASELINE = "erm"  # the recipe paired gains are measured against
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,6 +179,7 @@ def run_dg_benchmark(
         tables[name] = Table.from_values(f"{metric}, selection: {name}", values)
         tables[name].write(out, f"table_{name}", plot=name == selection)
     write_summary(out, outcomes, selection)
+    write_conflicts(out, run, outcomes)
     return tables[selection]
 
 
@@ -198,12 +200,108 @@ def write_summary(out: Path, outcomes: Sequence[dict], first: str = "training_do
                 for column in table.columns:
                     cell = table.cell(recipe, column)
                     rows.append([name, metric, recipe, column, cell.mean, cell.se, cell.n])
+    if any(o["recipe"] == BASELINE for o in outcomes) and len({o["recipe"] for o in outcomes}) > 1:
+        for metric in METRICS:
+            values = paired_gains(outcomes, first, metric)
+            table = Table.from_values(f"gain over {BASELINE} in {metric}, selection: {first}", values)
+            sections.append(
+                f"### paired gain over {BASELINE}: {metric}, selection: {first}\n\n"
+                "Each run minus the erm run of the same held-out hospital and seed (same split, "
+                "initialisation and batch order), mean ± SE over the pairs.\n\n"
+                f"{table.to_markdown()}\n{_wins(values)}"
+            )
+            for recipe in table.rows:
+                for column in table.columns:
+                    cell = table.cell(recipe, column)
+                    rows.append([f"{first} paired", metric, recipe, column, cell.mean, cell.se, cell.n])
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["selection", "metric", "recipe", "heldout", "mean", "se", "n"])
     writer.writerows([*r[:4], f"{r[4]:.6g}", f"{r[5]:.6g}", r[6]] for r in rows)
     atomic_write_text(out / "summary.csv", buf.getvalue())
     atomic_write_text(out / "summary.md", "\n".join(sections))
+
+
+def paired_gains(outcomes: Sequence[dict], selection: str, metric: str) -> list[tuple[str, str, float]]:
+    """(recipe, held-out hospital, recipe's score - erm's) for every (hospital, seed) both ran.
+
+    Trial seeds fix the split, the initialisation and the batch order for every recipe alike, so the
+    paired difference cancels the seed-to-seed spread that dominates the per-recipe SE."""
+    chosen = [o for o in outcomes if o["selection"] == selection]
+    base = {
+        (o["test_domain"], o["seed"]): o["heldout"].get(metric, float("nan"))
+        for o in chosen
+        if o["recipe"] == BASELINE
+    }
+    return [
+        (
+            o["recipe"],
+            o["test_domain"],
+            o["heldout"].get(metric, float("nan")) - base[o["test_domain"], o["seed"]],
+        )
+        for o in chosen
+        if o["recipe"] != BASELINE and (o["test_domain"], o["seed"]) in base
+    ]
+
+
+def _wins(values: Sequence[tuple[str, str, float]]) -> str:
+    counts: dict[str, list[int]] = {}
+    for recipe, _, gain in values:
+        won = counts.setdefault(recipe, [0, 0, 0])
+        won[0 if gain > 0 else 1 if gain < 0 else 2] += 1
+    return "".join(
+        f"{recipe}: better than {BASELINE} in {w} of {w + lo + t} pairs, worse in {lo}, level in {t}.  \n"
+        for recipe, (w, lo, t) in counts.items()
+    )
+
+
+def write_conflicts(out: Path, run: RunDir, outcomes: Sequence[dict]) -> None:
+    """``conflicts.md`` / ``.csv``: what each rule saw of the hospitals' gradients during training.
+
+    Per recipe, over every logged step of every run (``classifier.surgery.diagnostics_every``): the
+    mean cosine between two hospitals' gradients, the fraction of steps where it is negative (where
+    PCGrad projects), and the fraction of components whose hospitals disagree in sign (what Agr-Sum
+    zeroes; with k hospitals of random signs it is 1 - 2^(1-k)). Nothing is written when no run logged.
+    """
+    stats: dict[str, dict[str, list[float]]] = {}
+    for o in outcomes:
+        if o["selection"] != "last":  # one entry per run
+            continue
+        path = run.stage(f"dg/{o['test_domain']}/{o['recipe']}/seed{o['seed']}") / "logs" / "metrics.csv"
+        if not path.is_file():
+            continue
+        recipe = stats.setdefault(o["recipe"], {"cos": [], "disagree": []})
+        with path.open(newline="") as f:
+            for row in csv.DictReader(f):
+                recipe["cos"] += [float(v) for k, v in row.items() if k.startswith("surgery/cos/") and v]
+                if row.get("surgery/disagree/all"):
+                    recipe["disagree"].append(float(row["surgery/disagree/all"]))
+    stats = {r: v for r, v in stats.items() if v["cos"]}
+    if not stats:
+        return
+    header = [
+        "recipe",
+        "hospital_pairs_logged",
+        "mean_cosine",
+        "negative_cosine_fraction",
+        "sign_disagreement",
+    ]
+    lines = []
+    for recipe, v in stats.items():
+        cos, dis = v["cos"], v["disagree"]
+        mean_dis = sum(dis) / len(dis) if dis else float("nan")
+        lines.append([recipe, len(cos), sum(cos) / len(cos), sum(c < 0 for c in cos) / len(cos), mean_dis])
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([r[0], r[1], *(f"{x:.4g}" for x in r[2:])] for r in lines)
+    atomic_write_text(out / "conflicts.csv", buf.getvalue())
+    md = [
+        "| recipe | hospital pairs logged | mean cosine | negative cosine | sign disagreement |",
+        "|---|---:|---:|---:|---:|",
+        *(f"| {r[0]} | {r[1]} | {r[2]:.3f} | {r[3]:.3f} | {r[4]:.3f} |" for r in lines),
+    ]
+    atomic_write_text(out / "conflicts.md", "\n".join(md) + "\n")
 
 
 def parse_list(text: str | None) -> list[str]:

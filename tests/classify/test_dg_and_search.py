@@ -50,7 +50,18 @@ def test_dg_benchmark_writes_tables_for_every_selection_rule(tmp_path, common):
             assert f"### {metric}, selection: {selection}" in summary
     rows = (out / "summary.csv").read_text().splitlines()
     assert rows[0] == "selection,metric,recipe,heldout,mean,se,n"
-    assert len(rows) == 1 + 3 * 4 * 2  # selections x metrics x recipes (one held-out hospital, no average)
+    # selections x metrics x recipes (one held-out hospital, no average), then the paired gains of the
+    # other recipe over erm per metric under the first selection rule
+    assert len(rows) == 1 + 3 * 4 * 2 + 4
+    assert "### paired gain over erm: kappa, selection: training_domain" in summary
+    paired = next(line for line in rows if line.startswith("training_domain paired,kappa,aug+agr_sum,H2,"))
+    chosen = {
+        (r["recipe"], r["seed"]): r["heldout"]["kappa"]
+        for r in results
+        if r["selection"] == "training_domain"
+    }
+    gain = sum(chosen["aug+agr_sum", s] - chosen["erm", s] for s in (0, 1)) / 2
+    assert float(paired.split(",")[4]) == pytest.approx(gain, abs=1e-5)
     seed_scores = sorted(
         r["heldout"]["kappa"] for r in results if r["selection"] == "last" and r["recipe"] == "erm"
     )
