@@ -144,7 +144,7 @@ def run_dg_benchmark(
             for seed in range(cfg.seed, cfg.seed + seeds):
                 c = run_config(cfg, recipe, domain, seed)
                 manifest = mark_oracle_slice(split_manifest(c, base), domain, seed)
-                stage = f"dg/{domain}/{recipe.name}/seed{seed}"
+                stage = run_stage(domain, recipe.name, seed)
                 log.info("dg-benchmark: held-out %s, recipe %s, seed %d", domain, recipe.name, seed)
                 data = make_datamodule(c, restrict_classes(manifest, c.classifier.classes), run)
                 loaders = {
@@ -196,30 +196,42 @@ def write_summary(out: Path, outcomes: Sequence[dict], first: str = "training_do
             ]
             table = Table.from_values(f"{metric}, selection: {name}", values)
             sections.append(f"### {metric}, selection: {name}\n\n{table.to_markdown()}")
-            for recipe in table.rows:
-                for column in table.columns:
-                    cell = table.cell(recipe, column)
-                    rows.append([name, metric, recipe, column, cell.mean, cell.se, cell.n])
-    if any(o["recipe"] == BASELINE for o in outcomes) and len({o["recipe"] for o in outcomes}) > 1:
-        for metric in METRICS:
-            values = paired_gains(outcomes, first, metric)
-            table = Table.from_values(f"gain over {BASELINE} in {metric}, selection: {first}", values)
-            sections.append(
-                f"### paired gain over {BASELINE}: {metric}, selection: {first}\n\n"
-                "Each run minus the erm run of the same held-out hospital and seed (same split, "
-                "initialisation and batch order), mean ± SE over the pairs.\n\n"
-                f"{table.to_markdown()}\n{_wins(values)}"
-            )
-            for recipe in table.rows:
-                for column in table.columns:
-                    cell = table.cell(recipe, column)
-                    rows.append([f"{first} paired", metric, recipe, column, cell.mean, cell.se, cell.n])
+            rows += _long_rows(table, name, metric)
+    for metric in METRICS:
+        values = paired_gains(outcomes, first, metric)
+        if not values:  # no erm run, or nothing else to pair with it
+            break
+        table = Table.from_values(f"gain over {BASELINE} in {metric}, selection: {first}", values)
+        sections.append(
+            f"### paired gain over {BASELINE}: {metric}, selection: {first}\n\n"
+            f"Each run minus the {BASELINE} run of the same held-out hospital and seed (same split, "
+            "initialisation and batch order), mean ± SE over the pairs.\n\n"
+            f"{table.to_markdown()}\n{_wins(values)}"
+        )
+        rows += _long_rows(table, f"{first} paired", metric)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["selection", "metric", "recipe", "heldout", "mean", "se", "n"])
     writer.writerows([*r[:4], f"{r[4]:.6g}", f"{r[5]:.6g}", r[6]] for r in rows)
     atomic_write_text(out / "summary.csv", buf.getvalue())
     atomic_write_text(out / "summary.md", "\n".join(sections))
+
+
+def _long_rows(table: Table, selection: str, metric: str) -> list[list]:
+    """The table's cells as rows of summary.csv (selection, metric, recipe, held out, mean, se, n)."""
+    return [
+        [
+            selection,
+            metric,
+            recipe,
+            column,
+            table.cell(recipe, column).mean,
+            table.cell(recipe, column).se,
+            table.cell(recipe, column).n,
+        ]
+        for recipe in table.rows
+        for column in table.columns
+    ]
 
 
 def paired_gains(outcomes: Sequence[dict], selection: str, metric: str) -> list[tuple[str, str, float]]:
@@ -267,7 +279,7 @@ def write_conflicts(out: Path, run: RunDir, outcomes: Sequence[dict]) -> None:
     for o in outcomes:
         if o["selection"] != "last":  # one entry per run
             continue
-        path = run.stage(f"dg/{o['test_domain']}/{o['recipe']}/seed{o['seed']}") / "logs" / "metrics.csv"
+        path = run.stage(run_stage(o["test_domain"], o["recipe"], o["seed"])) / "logs" / "metrics.csv"
         if not path.is_file():
             continue
         recipe = stats.setdefault(o["recipe"], {"cos": [], "disagree": []})
@@ -306,6 +318,11 @@ def write_conflicts(out: Path, run: RunDir, outcomes: Sequence[dict]) -> None:
 
 def parse_list(text: str | None) -> list[str]:
     return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+def run_stage(domain: str, recipe: str, seed: int) -> str:
+    """The stage (folder under the run) of one held-out hospital x recipe x seed."""
+    return f"dg/{domain}/{recipe}/seed{seed}"
 
 
 def summary_path(run: RunDir, selection: str) -> Path:

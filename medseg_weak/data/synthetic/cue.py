@@ -73,16 +73,23 @@ def default_cue_signs(hospitals: int, mode: str) -> tuple[int, ...]:
     return (*training, -1)
 
 
+def _hospital_names(setting: str, per_hospital: Mapping[str, object], hospitals: int) -> list[str]:
+    """The hospitals' names; ConfigError naming ``synth.<setting>.<key>`` for a key that is none of them."""
+    names = [hospital_name(index) for index in range(hospitals)]
+    for key in per_hospital:
+        if key not in names:
+            raise ConfigError(
+                f"'synth.{setting}.{key}' names no hospital: the hospitals are {names[0]}..{names[-1]}"
+            )
+    return names
+
+
 def resolve_cue_signs(cue_sign: Mapping[str, int], hospitals: int, mode: str) -> tuple[int, ...]:
     """Each hospital's sign: the defaults overridden by ``cue_sign``; ConfigError for a bad entry."""
     if mode not in CUE_MODES:
         raise ConfigError(f"'synth.cue_mode' must be one of {', '.join(CUE_MODES)}; got {mode!r}")
-    names = [hospital_name(index) for index in range(hospitals)]
+    names = _hospital_names("cue_sign", cue_sign, hospitals)
     for key, sign in cue_sign.items():
-        if key not in names:
-            raise ConfigError(
-                f"'synth.cue_sign.{key}' names no hospital: the hospitals are {names[0]}..{names[-1]}"
-            )
         if isinstance(sign, bool) or sign not in (-1, 1):
             raise ConfigError(f"'synth.cue_sign.{key}' must be -1 or +1; got {sign!r}")
     defaults = default_cue_signs(hospitals, mode)
@@ -91,12 +98,8 @@ def resolve_cue_signs(cue_sign: Mapping[str, int], hospitals: int, mode: str) ->
 
 def resolve_cue_strengths(cue_strength: Mapping[str, float], hospitals: int, default: float) -> tuple[float, ...]:
     """Each hospital's cue strength: ``default`` (``synth.spurious_cue``) overridden by ``cue_strength``."""
-    names = [hospital_name(index) for index in range(hospitals)]
+    names = _hospital_names("cue_strength", cue_strength, hospitals)
     for key, strength in cue_strength.items():
-        if key not in names:
-            raise ConfigError(
-                f"'synth.cue_strength.{key}' names no hospital: the hospitals are {names[0]}..{names[-1]}"
-            )
         if isinstance(strength, bool) or not isinstance(strength, int | float) or not 0.0 <= strength <= 1.0:
             raise ConfigError(f"'synth.cue_strength.{key}' must be a number in [0, 1]; got {strength!r}")
     return tuple(float(cue_strength.get(name, default)) for name in names)
