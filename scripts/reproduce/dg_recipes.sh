@@ -4,7 +4,7 @@
 # Defaults: configs/dg_cue_shared.yaml (shared-shortcut benchmark), dg_shared, 5 seeds,
 # erm,aug,agr_sum,pcgrad,aug+agr_sum,aug+pcgrad; every hospital held out in turn (DOMAINS=H1,H4 for some).
 # CHAIN=1 runs the whole chain per run (classifier, CAMs, UNet on CAMs, oracle; held-out Dice) instead
-# of the classifier alone. The benchmark resumes: rerun the same command after an interruption, or with
+# of the classifier alone. SET="key=value ..." passes config overrides (--set) to every run. The benchmark resumes: rerun the same command after an interruption, or with
 # more seeds, and finished runs are reused.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -16,6 +16,7 @@ recipes=${4:-erm,aug,agr_sum,pcgrad,aug+agr_sum,aug+pcgrad}
 run=${RUN_DIR:-runs/$name}
 args=(--config "$config" --recipes "$recipes" --seeds "$seeds" --run-dir "$run" -q)
 [ -n "${DOMAINS:-}" ] && args+=(--domains "$DOMAINS")
+for kv in ${SET:-}; do args+=(--set "$kv"); done
 folder=dg table=table_training_domain what="classifier: held-out score at the epoch each selection rule picks (training_domain: training hospitals' validation; oracle: 20 % of the held-out hospital's patients; last)"
 if [ -n "${CHAIN:-}" ]; then
   args+=(--chain)
@@ -32,7 +33,7 @@ cp "$run/$folder/$table.png" "$out/$name.png"
 {
   echo "# dg-benchmark: held-out hospital x recipe ($config)"
   echo
-  echo "Command: \`${CHAIN:+CHAIN=1 }${DOMAINS:+DOMAINS=$DOMAINS }bash scripts/reproduce/dg_recipes.sh $config $name $seeds $recipes\`  "
+  echo "Command: \`${CHAIN:+CHAIN=1 }${DOMAINS:+DOMAINS=$DOMAINS }${SET:+SET=\"$SET\" }bash scripts/reproduce/dg_recipes.sh $config $name $seeds $recipes\`  "
   echo "Commit \`$commit\`, seeds 0..$((seeds - 1)), $(nproc --all) CPU cores, ${seconds} s (finished runs are reused on reruns).  "
   echo "Versions: $(.venv/bin/python -c 'from medseg_weak.provenance import environment_info as e; print(", ".join(f"{k} {v}" for k, v in e()["versions"].items() if v))').  "
   echo "Config: \`$config\` (synth seed 0). Rows = recipe (a gradient rule, \`aug\` = scanner-shift augmentation, \`adabn\` = per-hospital BatchNorm statistics at test and CAM time, joined by +);"
