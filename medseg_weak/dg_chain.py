@@ -14,7 +14,9 @@ finds it complete).
 ``chain/table_dice.{csv,md,png}``: mean ± SE over seeds of each run's mean held-out Dice, rows =
 ``<recipe> cam`` / ``<recipe> unet_cam`` / ``<recipe> unet_truth`` (its oracle: the same model for
 recipes that differ only in the rule), columns = held-out hospitals and their average;
-``chain/summary.md`` adds the held-out classification metrics of each run's classifier.
+``chain/summary.md`` adds each recipe's paired gain over ERM in UNet-on-CAM and CAM Dice (the seeds'
+spread of a whole chain is large, the same seed's difference much less so) and the held-out
+classification metrics of each run's classifier.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from medseg_weak.classify.dg_benchmark import (
     METRICS,
     check_arguments,
     held_out_domains,
+    paired_section,
     parse_recipes,
     run_config,
 )
@@ -132,6 +135,11 @@ def write_chain_tables(out: Path, outcomes: Sequence[dict[str, Any]]) -> Table:
     dice = Table.from_values("held-out Dice", values)
     dice.write(out, "table_dice")
     sections = [f"### held-out Dice (mean over each run's held-out images)\n\n{dice.to_markdown()}"]
+    for method in ("unet_cam", "cam"):  # what a user keeps, then its training labels
+        gain = paired_section(outcomes, lambda o, m=method: o["dice"].get(m, float("nan")), f"{method} Dice")
+        if gain is not None:
+            gain[1].write(out, f"table_gain_{method}", plot=False)
+            sections.append(gain[0])
     for metric in METRICS:
         table = Table.from_values(
             f"classifier {metric}",

@@ -19,7 +19,7 @@ import dataclasses
 import io
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from medseg_weak.classify.protocol import SELECTION, EpochRecorder, mark_oracle_slice, read_records, select
@@ -197,18 +197,15 @@ def write_summary(out: Path, outcomes: Sequence[dict], first: str = "training_do
             table = Table.from_values(f"{metric}, selection: {name}", values)
             sections.append(f"### {metric}, selection: {name}\n\n{table.to_markdown()}")
             rows += _long_rows(table, name, metric)
+    chosen = [o for o in outcomes if o["selection"] == first]
     for metric in METRICS:
-        values = paired_gains(outcomes, first, metric)
-        if not values:  # no erm run, or nothing else to pair with it
-            break
-        table = Table.from_values(f"gain over {BASELINE} in {metric}, selection: {first}", values)
-        sections.append(
-            f"### paired gain over {BASELINE}: {metric}, selection: {first}\n\n"
-            f"Each run minus the {BASELINE} run of the same held-out hospital and seed (same split, "
-            "initialisation and batch order), mean ± SE over the pairs.\n\n"
-            f"{table.to_markdown()}\n{_wins(values)}"
+        gain = paired_section(
+            chosen, lambda o, m=metric: o["heldout"].get(m, float("nan")), f"{metric}, selection: {first}"
         )
-        rows += _long_rows(table, f"{first} paired", metric)
+        if gain is None:  # no erm run, or nothing else to pair with it
+            break
+        sections.append(gain[0])
+        rows += _long_rows(gain[1], f"{first} paired", metric)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["selection", "metric", "recipe", "heldout", "mean", "se", "n"])
@@ -234,26 +231,35 @@ def _long_rows(table: Table, selection: str, metric: str) -> list[list]:
     ]
 
 
-def paired_gains(outcomes: Sequence[dict], selection: str, metric: str) -> list[tuple[str, str, float]]:
+def paired_gains(outcomes: Sequence[dict], score: Callable[[dict], float]) -> list[tuple[str, str, float]]:
     """(recipe, held-out hospital, recipe's score - erm's) for every (hospital, seed) both ran.
 
     Trial seeds fix the split, the initialisation and the batch order for every recipe alike, so the
-    paired difference cancels the seed-to-seed spread that dominates the per-recipe SE."""
-    chosen = [o for o in outcomes if o["selection"] == selection]
-    base = {
-        (o["test_domain"], o["seed"]): o["heldout"].get(metric, float("nan"))
-        for o in chosen
-        if o["recipe"] == BASELINE
-    }
+    paired difference cancels the seed-to-seed spread that dominates the per-recipe SE. ``outcomes``
+    hold one entry per run (filter a selection rule first)."""
+    base = {(o["test_domain"], o["seed"]): score(o) for o in outcomes if o["recipe"] == BASELINE}
     return [
-        (
-            o["recipe"],
-            o["test_domain"],
-            o["heldout"].get(metric, float("nan")) - base[o["test_domain"], o["seed"]],
-        )
-        for o in chosen
+        (o["recipe"], o["test_domain"], score(o) - base[o["test_domain"], o["seed"]])
+        for o in outcomes
         if o["recipe"] != BASELINE and (o["test_domain"], o["seed"]) in base
     ]
+
+
+def paired_section(
+    outcomes: Sequence[dict], score: Callable[[dict], float], what: str
+) -> tuple[str, Table] | None:
+    """The Markdown section of :func:`paired_gains` for ``what`` (and its table); None without pairs."""
+    values = paired_gains(outcomes, score)
+    if not values:
+        return None
+    table = Table.from_values(f"gain over {BASELINE} in {what}", values)
+    text = (
+        f"### paired gain over {BASELINE}: {what}\n\n"
+        f"Each run minus the {BASELINE} run of the same held-out hospital and seed (same split, "
+        "initialisation and batch order), mean ± SE over the pairs.\n\n"
+        f"{table.to_markdown()}\n{_wins(values)}"
+    )
+    return text, table
 
 
 def _wins(values: Sequence[tuple[str, str, float]]) -> str:
