@@ -41,5 +41,11 @@ cp "$run/$folder/$table.png" "$out/$name.png"
   echo "The CSV ($name.csv) holds every cell with its count."
   echo
   cat "$run/$folder/summary.md"
+  if [ -f "$run/$folder/conflicts.md" ]; then  # what the gradient rules saw (classifier.surgery.diagnostics_every)
+    echo
+    echo "### gradient conflicts seen during training (every logged step of every run, pooled per recipe)"
+    echo
+    cat "$run/$folder/conflicts.md"
+  fi
 } > "$out/$name.md"
 head -40 "$out/$name.md"
